@@ -1,0 +1,86 @@
+"""Batched augmentation: per-image randomness, no black corners, repeatable, correct normalisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.augment import AugmentConfig, BatchAugment
+from trainables.cache import ImageSpec
+from trainables.data import DataCatalog
+
+
+@pytest.fixture(scope="module")
+def xrays() -> torch.Tensor:
+    """32 real demo X-rays at 64x80 (non-square on purpose), uint8."""
+    prepared = DataCatalog().prepare(ImageSpec(64, 80, channels=1))
+    return torch.from_numpy(prepared.train.x[:32].copy())
+
+
+def _same_image_batch(xrays: torch.Tensor, n: int = 64) -> torch.Tensor:
+    return xrays[:1].expand(n, -1, -1, -1).contiguous()
+
+
+def test_flips_are_drawn_per_image(xrays: torch.Tensor) -> None:
+    batch = _same_image_batch(xrays)
+    out = BatchAugment(AugmentConfig(hflip=0.5), (0.0,), (1.0,), seed=0).augment(batch)
+    original = batch.float() / 255
+    flipped = original.flip(-1)
+    is_orig = torch.isclose(out, original).flatten(1).all(1)
+    is_flip = torch.isclose(out, flipped).flatten(1).all(1)
+    assert bool((is_orig | is_flip).all())  # flips are exact pixel moves
+    assert 16 < int(is_flip.sum()) < 48  # about half, and not all-or-nothing as v2 on a batch would do
+    vflipped = BatchAugment(AugmentConfig(vflip=1.0), (0.0,), (1.0,)).augment(batch)
+    assert torch.allclose(vflipped, original.flip(-2))
+
+
+def test_rotation_leaves_no_black_corners(xrays: torch.Tensor) -> None:
+    grey = torch.full((16, 1, 64, 80), 140, dtype=torch.uint8)
+    out = BatchAugment(AugmentConfig(rotate=15.0), (0.0,), (1.0,)).augment(grey)
+    assert torch.allclose(out, torch.full_like(out, 140 / 255), atol=1e-4)  # zero fill would give black corners
+    real = BatchAugment(AugmentConfig(rotate=15.0), (0.0,), (1.0,)).augment(xrays)
+    corners = real[..., [0, 0, -1, -1], [0, -1, 0, -1]]
+    source_corners = (xrays.float() / 255)[..., [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert float((corners == 0).float().mean()) <= float((source_corners == 0).float().mean()) + 0.05
+
+
+def test_trivial_augment_draws_an_op_per_image(xrays: torch.Tensor) -> None:
+    batch = _same_image_batch(xrays)
+    out = BatchAugment(AugmentConfig(trivial_augment=True), (0.0,), (1.0,), seed=3).augment(batch)
+    distinct = {tuple(img.flatten()[::97].round(decimals=3).tolist()) for img in out}
+    assert len(distinct) > 8  # one op for the whole batch would give a single distinct image
+    assert out.min() >= 0 and out.max() <= 1 and out.shape == batch.shape
+
+
+def test_everything_on_is_repeatable_per_seed(xrays: torch.Tensor) -> None:
+    cfg = AugmentConfig(
+        hflip=0.5, vflip=0.5, rotate=10, brightness=0.2, contrast=0.2, trivial_augment=True, crop_scale=0.7
+    )
+    a = BatchAugment(cfg, (0.5,), (0.25,), seed=1)(xrays)
+    b = BatchAugment(cfg, (0.5,), (0.25,), seed=1)(xrays)
+    c = BatchAugment(cfg, (0.5,), (0.25,), seed=2)(xrays)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.dtype == torch.float32 and a.shape == xrays.shape and torch.isfinite(a).all()
+
+
+def test_evaluation_only_normalises(xrays: torch.Tensor) -> None:
+    cfg = AugmentConfig(hflip=1.0, rotate=10)
+    prep = BatchAugment(cfg, (0.4,), (0.2,))
+    out = prep(xrays, train=False)
+    assert torch.allclose(out, (xrays.float() / 255 - 0.4) / 0.2, atol=1e-5)
+
+
+def test_three_channel_batches(xrays: torch.Tensor) -> None:
+    rgb = xrays.expand(-1, 3, -1, -1).contiguous()
+    cfg = AugmentConfig(hflip=0.5, trivial_augment=True, brightness=0.1, contrast=0.1)
+    out = BatchAugment(cfg, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(rgb)
+    assert out.shape == rgb.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("hflip", 1.5, "hflip is a probability"), ("rotate", -1, "rotate"), ("crop_scale", 0.0, "crop_scale")],
+)
+def test_bad_strengths_name_the_field(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AugmentConfig(**{field: value})

@@ -1,0 +1,130 @@
+"""The training loop, run for real on real chest X-rays, outside Ray Tune."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.cache import ImageSpec
+from trainables.config import TrialConfig
+from trainables.data import DataCatalog, ImageSplit, PreparedData
+from trainables.train import NonFiniteLossError, train_fn, train_trial
+
+
+@pytest.fixture(scope="module")
+def catalog() -> DataCatalog:
+    return DataCatalog()
+
+
+@pytest.fixture(scope="module")
+def small(catalog: DataCatalog) -> PreparedData:
+    """A 200/100-image slice of the demo set at 32x32: fast enough to run every optimiser and schedule."""
+    full = catalog.prepare(ImageSpec(32, 32))
+    rng = np.random.default_rng(0)
+    tr = rng.choice(len(full.train), 200, replace=False)
+    va = rng.choice(len(full.val), 100, replace=False)
+    return dataclasses.replace(
+        full,
+        train=ImageSplit(full.train.x[tr], full.train.y[tr]),
+        val=ImageSplit(full.val.x[va], full.val.y[va]),
+    )
+
+
+def test_two_epochs_on_real_xrays_beat_the_majority_class(catalog: DataCatalog) -> None:
+    config = {"model": "tinyvgg", "width": 1.6, "image_size": "64", "batch_size": 16, "lr": 2e-3, "epochs": 2}
+    result = train_trial(config, catalog)
+    last = result.final
+    assert len(result.history) == 2
+    assert last["val_acc"] > last["val_majority_rate"] + 0.05, last
+    assert last["val_balanced_acc"] > 0.45 and last["val_auroc"] > 0.75
+    expected = {"train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auroc"}
+    assert expected | {"val_recall_normal", "val_recall_bacterial", "val_recall_viral"} <= set(last)
+    assert last["epoch_seconds"] > 0 and last["train_images_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optimizer": "sgd", "lr": 0.05, "nesterov": True, "schedule": "onecycle", "grad_clip": 1.0},
+        {"optimizer": "adam", "schedule": "cosine", "label_smoothing": 0.1, "class_weights": "balanced"},
+        {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "plateau", "hflip": 0.5, "trivial_augment": True},
+        {"model": "resnet18", "dropout": 0.2, "batch_size": 64, "rotate": 10, "crop_scale": 0.8, "epochs": 1},
+        {"model": "cifar_cnn", "width": 0.25, "brightness": 0.2, "contrast": 0.2},
+        {"batch_size": 1, "vflip": 0.5, "epochs": 1},
+    ],
+)
+def test_every_optimiser_schedule_and_option_trains(small: PreparedData, overrides: dict) -> None:
+    config = {"model": "tinyvgg", "image_size": "32", "batch_size": 32, "epochs": 2, **overrides}
+    history = train_trial(config, small).history
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in history)
+    if config.get("schedule") == "cosine":
+        assert history[-1]["lr"] < history[0]["lr"] or len(history) == 1
+
+
+def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(small: PreparedData) -> None:
+    config = {"model": "tinyvgg", "image_size": "32", "epochs": 3, "hflip": 0.5, "trivial_augment": True}
+    states: list[dict] = []
+    full = train_trial(config, small, reporter=lambda metrics, state: states.append(copy.deepcopy(state)))
+    resumed = train_trial(config, small, resume_state=states[0])
+    assert len(resumed.history) == 3
+    for a, b in zip(full.history[1:], resumed.history[1:]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def test_same_seed_same_result_other_seed_other_result(small: PreparedData) -> None:
+    config = {"model": "tinyvgg", "image_size": "32", "epochs": 1, "hflip": 0.5}
+    a = train_trial(config, small).final
+    b = train_trial(config, small).final
+    c = train_trial({**config, "seed": 1}, small).final
+    assert a["val_loss"] == b["val_loss"] and a["val_loss"] != c["val_loss"]
+
+
+def test_exploding_loss_ends_the_trial_with_a_clear_error(small: PreparedData) -> None:
+    config = {"model": "tinyvgg", "image_size": "32", "optimizer": "sgd", "lr": 1e12, "epochs": 2}
+    with pytest.raises(NonFiniteLossError, match=r"training loss became (nan|inf).*lr 1e\+12"):
+        train_trial(config, small)
+
+
+def test_plain_python_call_of_the_tune_function(small: PreparedData) -> None:
+    metrics = train_fn({"model": "tinyvgg", "image_size": "32", "epochs": 1}, small)
+    assert metrics is not None and metrics["epoch"] == 1 and 0 <= metrics["val_acc"] <= 1
+
+
+def test_wrong_resolution_for_the_data_is_an_error(small: PreparedData) -> None:
+    with pytest.raises(ValueError, match="prepared at 32x32-grey-stretch but the config asks for 64x64"):
+        train_trial({"image_size": "64", "epochs": 1}, small)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"modle": "tinyvgg"}, "unknown trial config key\\(s\\) modle; valid keys: batch_size"),
+        ({"model": "vgg99"}, "unknown model 'vgg99'; valid models: alexnet_gray, cifar_cnn"),
+        ({"model": "tinyvgg", "pretrained": True}, "cannot be pretrained"),
+        ({"model": "resnet18", "width": 2.0}, "takes no width"),
+        ({"optimizer": "lion"}, "optimizer must be one of sgd, adam, adamw"),
+        ({"image_size": "huge"}, "128 or 256x300"),
+        ({"hflip": 2.0}, "hflip is a probability"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_valid_values(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrialConfig.from_dict(config)
+
+
+def test_config_dict_round_trip() -> None:
+    cfg = TrialConfig.from_dict({"model": "alexnet_gray", "image_size": "256x300", "batch_size": "35", "hflip": 0.5})
+    assert cfg.image_spec.size == (256, 300) and cfg.batch_size == 35
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_cpu_is_picked_without_a_gpu() -> None:
+    from trainables.train import pick_device
+
+    if not torch.cuda.is_available():
+        assert pick_device().type in ("cpu", "mps")

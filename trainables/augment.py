@@ -1,0 +1,283 @@
+"""Batched data augmentation on uint8 image tensors, on the trial's device, with per-image random parameters.
+
+``torchvision.transforms.v2`` applied to a batch draws *one* set of random parameters for the whole batch (every image
+flipped or none), which is not augmentation. So this module draws parameters per image and applies them with batched
+tensor maths: every geometric op (flips, random resized crop, rotation, TrivialAugmentWide's shear/translate/rotate)
+folds into one affine matrix per image and one ``grid_sample`` call (flips are exact pixel selections);
+photometric ops are broadcast per image;
+``torchvision.transforms.v2.functional.equalize`` handles histogram equalisation, which is per image by nature.
+
+Rotations sample outside the image with reflection padding, so a rotated X-ray has no black corners (a failure one
+seed project ran into with zero fill).
+
+No Python loop runs per image: the cost is a handful of tensor ops per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = ["TA_OPS", "AugmentConfig", "BatchAugment"]
+
+#: TrivialAugmentWide's operations (Müller & Hutter 2021), in torchvision's order.
+TA_OPS = (
+    "identity",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "autocontrast",
+    "equalize",
+)
+_TA_GEOMETRIC = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate"}
+_TA_SIGNED = {
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+}
+# Largest magnitude of each op in TrivialAugmentWide's "wide" space.
+_TA_MAX = {"shear_x": 0.99, "shear_y": 0.99, "translate_x": 32.0, "translate_y": 32.0, "rotate": 135.0}
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations run and how strong they are; every field at its default means none.
+
+    hflip, vflip: probability of a horizontal / vertical flip. rotate: largest rotation in degrees (uniform in
+    [-rotate, rotate]). brightness, contrast: jitter strength b, factor uniform in [1-b, 1+b]. trivial_augment: one
+    TrivialAugmentWide op per image. crop_scale: random resized crop keeping [crop_scale, 1] of the area with aspect
+    ratio in [3/4, 4/3]; 1.0 turns it off.
+    """
+
+    hflip: float = 0.0
+    vflip: float = 0.0
+    rotate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    trivial_augment: bool = False
+    crop_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+        if not 0.0 <= self.rotate <= 180.0:
+            raise ValueError(f"rotate is a largest angle in degrees in [0, 180], got {self.rotate}")
+        for name in ("brightness", "contrast"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} jitter must be in [0, 1), got {v}")
+        if not 0.05 <= self.crop_scale <= 1.0:
+            raise ValueError(f"crop_scale is the smallest kept area fraction in [0.05, 1], got {self.crop_scale}")
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.hflip > 0
+            or self.vflip > 0
+            or self.rotate > 0
+            or self.crop_scale < 1.0
+            or self.brightness > 0
+            or self.contrast > 0
+            or self.trivial_augment
+        )
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``b + factor * (a - b)`` per image: factor 1 keeps ``a``, 0 gives ``b``."""
+    return (b + factor.view(-1, 1, 1, 1) * (a - b)).clamp_(0.0, 1.0)
+
+
+def _sharpen_blur(x: torch.Tensor) -> torch.Tensor:
+    """PIL's SMOOTH kernel, borders untouched (the degenerate image that ImageEnhance.Sharpness blends with)."""
+    c = x.shape[1]
+    k = torch.tensor([[1, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device, dtype=x.dtype) / 13.0
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.expand(c, 1, 3, 3), groups=c)
+    out = x.clone()
+    out[..., 1:-1, 1:-1] = blurred[..., 1:-1, 1:-1]
+    return out
+
+
+class BatchAugment:
+    """Turns a uint8 batch (B x C x H x W, on any device) into a normalised float batch, augmenting in training.
+
+    ``mean`` and ``std`` are per-channel statistics in [0, 1] units. ``seed`` makes the augmentation repeatable.
+    """
+
+    def __init__(
+        self,
+        config: AugmentConfig,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] float -> (x - mean) / std, float32."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    def __call__(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if not train or not self.config.active:
+            return self.normalise(x)
+        return self.normalise(self.augment(x))
+
+    # -- the augmentation proper, in [0, 1] float ------------------------------------------------------------------
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> augmented float batch in [0, 1] (not normalised)."""
+        cfg, g = self.config, self.generator
+        n, _, h, w = x.shape
+        x = x.float().div_(255.0)
+        ta_op = torch.randint(len(TA_OPS), (n,), generator=g, device=self.device) if cfg.trivial_augment else None
+        ta_mag = torch.rand(n, generator=g, device=self.device) if cfg.trivial_augment else None
+        if ta_mag is not None:  # random sign for the signed ops
+            ta_sign = torch.where(torch.rand(n, generator=g, device=self.device) < 0.5, -1.0, 1.0)
+            signed = torch.tensor([op in _TA_SIGNED for op in TA_OPS], device=self.device)[ta_op]
+            ta_mag = torch.where(signed, ta_mag * ta_sign, ta_mag)
+
+        x = self._flips(x)
+        if cfg.rotate > 0 or cfg.crop_scale < 1.0:
+            x = self._warp(x, ta_op, ta_mag)
+        elif ta_op is not None:  # only the images that drew a geometric TrivialAugment op need a warp
+            geo = torch.tensor([op in _TA_GEOMETRIC for op in TA_OPS], device=self.device)[ta_op]
+            idx = geo.nonzero().squeeze(1)
+            if idx.numel():
+                x = x.index_copy(0, idx, self._warp(x.index_select(0, idx), ta_op[idx], ta_mag[idx]))
+        if ta_op is not None:
+            x = self._trivial_photometric(x, ta_op, ta_mag)
+        if cfg.brightness > 0:
+            x = (x * _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g, self.device).view(-1, 1, 1, 1)).clamp_(0, 1)
+        if cfg.contrast > 0:
+            f = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g, self.device)
+            x = _blend(x, _grey(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), f)
+        return x
+
+    def _flips(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image flips by selection, not resampling: exact pixels and far cheaper than a warp."""
+        cfg, g, n = self.config, self.generator, x.shape[0]
+        for p, dim in ((cfg.hflip, -1), (cfg.vflip, -2)):
+            if p > 0:
+                flip = (torch.rand(n, generator=g, device=self.device) < p).view(-1, 1, 1, 1)
+                x = torch.where(flip, x.flip(dim), x)
+        return x
+
+    def _warp(self, x: torch.Tensor, ta_op: torch.Tensor | None, ta_mag: torch.Tensor | None) -> torch.Tensor:
+        """One affine matrix per image (output pixel -> input pixel, in pixel units), one grid_sample for all."""
+        cfg, g, dev = self.config, self.generator, self.device
+        n, _, h, w = x.shape
+        eye = torch.eye(3, device=dev).expand(n, 3, 3).clone()
+        m = eye.clone()
+
+        def rotation(deg: torch.Tensor) -> torch.Tensor:
+            r = eye.clone()
+            a = deg * (math.pi / 180.0)
+            r[:, 0, 0], r[:, 0, 1], r[:, 1, 0], r[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
+            return r
+
+        if cfg.crop_scale < 1.0:
+            area = _uniform(n, cfg.crop_scale, 1.0, g, dev)
+            log_r = _uniform(n, math.log(3 / 4), math.log(4 / 3), g, dev)
+            cw = (area * log_r.exp()).sqrt().clamp(max=1.0)
+            ch = (area / log_r.exp()).sqrt().clamp(max=1.0)
+            c = eye.clone()
+            c[:, 0, 0], c[:, 1, 1] = cw, ch
+            c[:, 0, 2] = (torch.rand(n, generator=g, device=dev) * 2 - 1) * (1 - cw) * (w / 2)
+            c[:, 1, 2] = (torch.rand(n, generator=g, device=dev) * 2 - 1) * (1 - ch) * (h / 2)
+            m = m @ c
+        if cfg.rotate > 0:
+            m = m @ rotation(_uniform(n, -cfg.rotate, cfg.rotate, g, dev))
+        if ta_op is not None and ta_mag is not None:
+            t = eye.clone()
+            is_op = {op: (ta_op == TA_OPS.index(op)).float() for op in _TA_GEOMETRIC}
+            t[:, 0, 1] = is_op["shear_x"] * ta_mag * _TA_MAX["shear_x"]
+            t[:, 1, 0] = is_op["shear_y"] * ta_mag * _TA_MAX["shear_y"]
+            t[:, 0, 2] = is_op["translate_x"] * ta_mag * _TA_MAX["translate_x"] * (w / 224.0)
+            t[:, 1, 2] = is_op["translate_y"] * ta_mag * _TA_MAX["translate_y"] * (h / 224.0)
+            m = m @ t @ rotation(is_op["rotate"] * ta_mag * _TA_MAX["rotate"])
+        # Pixel units about the centre -> grid_sample's [-1, 1] units: theta = S^-1 M S.
+        s = torch.diag(torch.tensor([w / 2, h / 2, 1.0], device=dev))
+        s_inv = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], device=dev))
+        theta = (s_inv @ m @ s)[:, :2, :]
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def _trivial_photometric(self, x: torch.Tensor, ta_op: torch.Tensor, ta_mag: torch.Tensor) -> torch.Tensor:
+        """TrivialAugmentWide's colour ops, each applied to the images that drew it, with their own magnitude."""
+        out = x
+        for k, op in enumerate(TA_OPS):
+            if op == "identity" or op in _TA_GEOMETRIC:
+                continue
+            idx = (ta_op == k).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            xi, mag = x.index_select(0, idx), ta_mag.index_select(0, idx)
+            if op == "brightness":
+                yi = (xi * (1 + 0.99 * mag).view(-1, 1, 1, 1)).clamp(0, 1)
+            elif op == "color":
+                yi = _blend(xi, _grey(xi).expand_as(xi), 1 + 0.99 * mag)
+            elif op == "contrast":
+                yi = _blend(xi, _grey(xi).mean(dim=(1, 2, 3), keepdim=True).expand_as(xi), 1 + 0.99 * mag)
+            elif op == "sharpness":
+                yi = _blend(xi, _sharpen_blur(xi), 1 + 0.99 * mag)
+            elif op == "posterize":
+                bits = 8 - (mag * 6).round()  # 8 .. 2 bits, as torchvision's wide space
+                step = (2 ** (8 - bits)).view(-1, 1, 1, 1)
+                yi = torch.floor(xi * 255 / step) * step / 255
+            elif op == "solarize":
+                thr = (1.0 - mag).view(-1, 1, 1, 1)
+                yi = torch.where(xi >= thr, 1.0 - xi, xi)
+            elif op == "autocontrast":
+                lo = xi.amin(dim=(2, 3), keepdim=True)
+                hi = xi.amax(dim=(2, 3), keepdim=True)
+                yi = torch.where(hi > lo, (xi - lo) / (hi - lo).clamp(min=1e-6), xi)
+            else:  # equalize: a per-image histogram, which torchvision computes batched
+                yi = TF.equalize((xi * 255).round().to(torch.uint8)).float() / 255
+            if out is x:
+                out = x.clone()
+            out.index_copy_(0, idx, yi)
+        return out

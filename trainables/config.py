@@ -1,0 +1,151 @@
+"""The typed configuration of one trial, built from the flat dict a search space (or a user) hands over.
+
+Everything below the top of the trainable reads fields of :class:`TrialConfig`, never dict keys, so a typo in a
+search space is an error naming the key, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from trainables.augment import AugmentConfig
+from trainables.cache import RESIZE_POLICIES, ImageSpec
+from trainables.models import list_models, model_info
+
+__all__ = ["CLASS_WEIGHTS", "OPTIMIZERS", "SCHEDULES", "TrialConfig"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "onecycle", "cosine", "plateau")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial's hyperparameters. Defaults are a small, sane CPU recipe.
+
+    ``width`` and ``dropout`` of ``None`` mean "the model's own default"; ``grad_clip`` of 0 turns clipping off;
+    ``image_size`` is ``"128"`` or ``"256x300"`` (height x width); ``recipe`` names a seed recipe, for reports only.
+    """
+
+    model: str = "tinyvgg"
+    width: float | None = None
+    dropout: float | None = None
+    pretrained: bool = False
+    freeze_backbone: bool = False
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "none"
+    grad_clip: float = 0.0
+    label_smoothing: float = 0.0
+    class_weights: str = "none"
+    batch_size: int = 32
+    image_size: str = "64"
+    channels: int = 1
+    resize: str = "stretch"
+    hflip: float = 0.0
+    vflip: float = 0.0
+    rotate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    trivial_augment: bool = False
+    crop_scale: float = 1.0
+    epochs: int = 10
+    seed: int = 0
+    recipe: str = ""
+
+    def __post_init__(self) -> None:
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}; valid models: {', '.join(list_models())}")
+        supports = model_info(self.model).supports
+        for name in ("width", "dropout"):
+            if getattr(self, name) is not None and name not in supports:
+                raise ValueError(f"model {self.model} takes no {name} (it accepts: {', '.join(sorted(supports))})")
+        for name in ("pretrained", "freeze_backbone"):
+            if getattr(self, name) and name not in supports:
+                raise ValueError(
+                    f"model {self.model} cannot be {name.replace('_', ' ')}: it is not a torchvision backbone"
+                )
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
+        _choice("resize", self.resize, RESIZE_POLICIES)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and {self.grad_clip}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"batch_size and epochs must be >= 1, got {self.batch_size} and {self.epochs}")
+        self.image_spec  # noqa: B018 - validates size and channels
+        self.augment  # noqa: B018 - validates the augmentation strengths
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
+        """Build from a flat dict; unknown keys are an error that lists them and the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown trial config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+            )
+        typed: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in config:
+                continue
+            v = config[f.name]
+            if f.name == "image_size":
+                h, w = ImageSpec.parse_size(v)
+                v = f"{h}" if h == w else f"{h}x{w}"
+            elif f.type in ("int",) and v is not None:
+                v = int(v)
+            elif f.type in ("float", "float | None") and v is not None:
+                v = float(v)
+            elif f.type == "bool":
+                v = bool(v)
+            typed[f.name] = v
+        return cls(**typed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        h, w = ImageSpec.parse_size(self.image_size)
+        return ImageSpec(h, w, self.channels, self.resize)
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(
+            hflip=self.hflip,
+            vflip=self.vflip,
+            rotate=self.rotate,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            trivial_augment=self.trivial_augment,
+            crop_scale=self.crop_scale,
+        )
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Only the optional model arguments this model takes and this config sets."""
+        kwargs: dict[str, Any] = {}
+        if self.width is not None:
+            kwargs["width"] = self.width
+        if self.dropout is not None:
+            kwargs["dropout"] = self.dropout
+        if "pretrained" in model_info(self.model).supports:
+            kwargs["pretrained"] = self.pretrained
+            kwargs["freeze_backbone"] = self.freeze_backbone
+        return kwargs
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(valid)}, got {value!r}")

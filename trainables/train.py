@@ -1,0 +1,359 @@
+"""What a trial runs: build the model, then per epoch train, validate, report, checkpoint.
+
+The same function runs inside Ray Tune (it reports with ``tune.report(..., checkpoint=...)`` every epoch and resumes
+from ``tune.get_checkpoint()``) and in plain Python (tests, ``python -m trainables.trial``). Read top to bottom, one
+epoch is: set the learning rate schedule, train on batches augmented on the device, evaluate on validation with
+torchmetrics, step the epoch schedule, report and checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score, MulticlassRecall
+
+from trainables.augment import BatchAugment
+from trainables.config import TrialConfig
+from trainables.data import DataCatalog, ImageSplit, PreparedData
+from trainables.models import count_parameters, create_model, set_train_mode
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrialResult",
+    "evaluate",
+    "pick_device",
+    "train_fn",
+    "train_trial",
+]
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[dict[str, Any], dict[str, Any]], None]
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the trial cannot continue and ends as failed."""
+
+
+@dataclass
+class TrialResult:
+    """What a trial leaves behind outside Tune: the per-epoch metrics and the trained model."""
+
+    config: TrialConfig
+    history: list[dict[str, Any]]
+    model: nn.Module
+    classes: tuple[str, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.history[-1]
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU; ``prefer`` (e.g. "cpu") overrides."""
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision where it pays: bf16 on CUDA GPUs that have it, else fp16 on CUDA; none on CPU/MPS."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _make_optimizer(cfg: TrialConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _make_schedule(cfg: TrialConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.3, patience=1)
+    return None
+
+
+def _class_weights(cfg: TrialConfig, y: np.ndarray, num_classes: int, device: torch.device) -> torch.Tensor | None:
+    if cfg.class_weights == "none":
+        return None
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    w = counts.sum() / (num_classes * np.maximum(counts, 1))  # "balanced", as scikit-learn defines it
+    return torch.tensor(w, dtype=torch.float32, device=device)
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    # Arrays from Ray's object store are read-only views of shared memory; torch only reads them (we index, which
+    # copies the batch), so the "not writable" warning does not apply.
+    if not a.flags.writeable:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(a)
+    return torch.from_numpy(a)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: ImageSplit,
+    prep: BatchAugment,
+    num_classes: int,
+    *,
+    batch_size: int = 256,
+    criterion: nn.Module | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Loss and classification metrics of ``model`` on ``split``; also returns the probabilities and labels."""
+    device = prep.device
+    set_train_mode(model, False)
+    x_all, y_all = _as_tensor(split.x), torch.from_numpy(np.asarray(split.y))
+    probs, total_loss = [], 0.0
+    criterion = criterion or nn.CrossEntropyLoss()
+    for i in range(0, len(split), batch_size):
+        xb = prep(x_all[i : i + batch_size], train=False)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        yb = y_all[i : i + batch_size].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(xb)
+        total_loss += float(criterion(logits.float(), yb)) * len(yb)
+        probs.append(logits.float().softmax(1).cpu())
+    p = torch.cat(probs) if probs else torch.zeros(0, num_classes)
+    y = y_all
+    metrics = {
+        "loss": total_loss / max(len(split), 1),
+        "acc": float(MulticlassAccuracy(num_classes, average="micro")(p, y)),
+        "balanced_acc": float(MulticlassRecall(num_classes, average="macro")(p, y)),
+        "macro_f1": float(MulticlassF1Score(num_classes, average="macro")(p, y)),
+        "auroc": float(MulticlassAUROC(num_classes, average="macro")(p, y)),
+    }
+    recall = MulticlassRecall(num_classes, average=None)(p, y)
+    for k, r in enumerate(recall.tolist()):
+        metrics[f"recall_{k}"] = float(r)
+    return metrics, p, y
+
+
+def _tune_session_active() -> bool:
+    try:
+        from ray.train._internal.session import get_session
+    except ImportError:  # Ray is optional for a plain trial
+        return False
+    return bool(get_session())
+
+
+def train_trial(
+    config: dict[str, Any] | TrialConfig,
+    data: DataCatalog | PreparedData,
+    *,
+    reporter: Reporter | None = None,
+    resume_state: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> TrialResult:
+    """Train one config on ``data`` for ``config.epochs`` epochs and return the per-epoch metrics and model.
+
+    ``reporter(metrics, state)`` is called after every epoch with the metrics and a checkpointable state dict (it
+    holds live tensors: save or deep-copy it during the call); ``resume_state`` (such a state) continues a trial
+    where it stopped.
+    """
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+    prepared = data.get(cfg.image_spec) if isinstance(data, DataCatalog) else data
+    if prepared.spec != cfg.image_spec:
+        raise ValueError(
+            f"data was prepared at {prepared.spec.label()} but the config asks for {cfg.image_spec.label()}"
+        )
+    num_classes = len(prepared.classes)
+    if len(prepared.train) == 0 or len(prepared.val) == 0:
+        raise ValueError(f"empty split: {len(prepared.train)} training and {len(prepared.val)} validation images")
+
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    amp_dtype = _amp_dtype(dev)
+    channels_last = dev.type == "cuda"
+
+    h, w = cfg.image_spec.size
+    model = create_model(
+        cfg.model, in_channels=cfg.channels, num_classes=num_classes, image_size=(h, w), **cfg.model_kwargs()
+    ).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    mean, std = prepared.normalisation(cfg.pretrained)
+    prep = BatchAugment(cfg.augment, mean, std, device=dev, seed=cfg.seed)
+
+    x_train, y_train = _as_tensor(prepared.train.x), torch.from_numpy(np.asarray(prepared.train.y))
+    n_train = len(y_train)
+    bs = min(cfg.batch_size, n_train)
+    # A last batch of one image breaks BatchNorm's batch statistics; drop it rather than crash the trial.
+    steps_per_epoch = n_train // bs + (1 if n_train % bs > 1 or (n_train % bs == 1 and bs == 1) else 0)
+    optimizer = _make_optimizer(cfg, params)
+    schedule = _make_schedule(cfg, optimizer, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    weights = _class_weights(cfg, prepared.train.y, num_classes, dev)
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    val_criterion = nn.CrossEntropyLoss()
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        if schedule is not None and resume_state.get("schedule") is not None:
+            schedule.load_state_dict(resume_state["schedule"])
+        scaler.load_state_dict(resume_state["scaler"])
+        prep.load_state_dict(resume_state["augment"])
+        history = list(resume_state["history"])
+        start_epoch = int(resume_state["epoch"])
+        log.info("resuming %s at epoch %d", cfg.model, start_epoch + 1)
+
+    num_params = count_parameters(model)
+    majority = prepared.majority_rate()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        set_train_mode(model, True)
+        # Each epoch's order depends only on (seed, epoch): a resumed trial sees the batches an uninterrupted one would.
+        order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(n_train))
+        seen, loss_sum, correct = 0, 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = order[step * bs : (step + 1) * bs]
+            xb = prep(x_train[idx], train=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y_train[idx].to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(xb)
+                loss = criterion(logits.float(), yb)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"(model {cfg.model}, optimizer {cfg.optimizer}, lr {cfg.lr:g}); the trial is stopped"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
+                schedule.step()
+            seen += len(yb)
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+        train_seconds = time.perf_counter() - t0
+
+        val, _, _ = evaluate(
+            model,
+            prepared.val,
+            prep,
+            num_classes,
+            batch_size=max(256, bs),
+            criterion=val_criterion,
+            amp_dtype=amp_dtype,
+            channels_last=channels_last,
+        )
+        lr_now = optimizer.param_groups[0]["lr"]
+        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule.step(val["loss"])
+        elif isinstance(schedule, torch.optim.lr_scheduler.CosineAnnealingLR):
+            schedule.step()
+
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "val_balanced_acc": val["balanced_acc"],
+            "val_macro_f1": val["macro_f1"],
+            "val_auroc": val["auroc"],
+            **{f"val_recall_{c}": val[f"recall_{k}"] for k, c in enumerate(prepared.classes)},
+            "val_majority_rate": majority,
+            "lr": lr_now,
+            "epoch_seconds": time.perf_counter() - t0,
+            "train_images_per_s": seen / max(train_seconds, 1e-9),
+            "num_params": num_params,
+            "device": dev.type,
+        }
+        history.append(metrics)
+        if reporter is not None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict() if schedule is not None else None,
+                "scaler": scaler.state_dict(),
+                "augment": prep.state_dict(),
+                "history": list(history),
+                "epoch": epoch + 1,
+                "config": cfg.to_dict(),
+                "classes": list(prepared.classes),
+            }
+            reporter(metrics, state)
+    return TrialResult(cfg, history, model, prepared.classes, extra={"mean": mean, "std": std})
+
+
+def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def load_checkpoint_state(directory: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by a trial; tensors and plain values only (no code runs on load)."""
+    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = None) -> dict[str, Any] | None:
+    """The Ray Tune function trainable (also callable directly): one trial of ``config`` on ``data``.
+
+    Inside Tune it reports every epoch with a checkpoint and resumes from ``tune.get_checkpoint()``; outside Tune
+    it trains and returns the last epoch's metrics. ``data`` defaults to the bundled demo set.
+    """
+    data = data if data is not None else DataCatalog()
+    if not _tune_session_active():
+        return train_trial(config, data).final
+    from ray import tune
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = load_checkpoint_state(d)
+    train_trial(config, data, reporter=_tune_reporter, resume_state=resume)
+    return None

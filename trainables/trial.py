@@ -1,0 +1,65 @@
+"""Run one trial without Ray: ``python -m trainables.trial [--data DIR] [key=value ...]``.
+
+Useful to check a config by hand before searching over it. Keys are :class:`trainables.config.TrialConfig` fields,
+e.g. ``python -m trainables.trial model=resnet18 image_size=96 epochs=3 hflip=0.5``. Prints one JSON line per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from trainables.config import TrialConfig
+from trainables.data import DataCatalog
+from trainables.index import TASKS, DataLayoutError
+from trainables.models import PretrainedWeightsMissing
+from trainables.train import NonFiniteLossError, train_trial
+
+__all__ = ["main", "parse_assignments"]
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=0.01", "hflip=0.5", "model=resnet18"]`` -> a config dict; values are read as JSON when they parse."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainables.trial", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="Kaggle-layout or class-folder data set (default: the bundled demo set)")
+    parser.add_argument("--task", default="pneumonia3class", choices=list(TASKS))
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    parser.add_argument("settings", nargs="*", metavar="key=value", help="TrialConfig fields")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = TrialConfig.from_dict(parse_assignments(args.settings))
+        catalog = DataCatalog(args.data, args.task, val_fraction=args.val_fraction)
+    except (ValueError, DataLayoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"data": catalog.describe(), "config": config.to_dict()}), flush=True)
+    try:
+        train_trial(
+            config, catalog, reporter=lambda metrics, state: print(json.dumps(metrics), flush=True), device=args.device
+        )
+    except (PretrainedWeightsMissing, NonFiniteLossError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
