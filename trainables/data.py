@@ -72,7 +72,7 @@ class PreparedData:
         return float(counts.max() / max(counts.sum(), 1))
 
 
-def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     # Subsample large sets: statistics to three decimals do not need every pixel.
     sample = x[:: max(1, len(x) // 512)].astype(np.float32) / 255.0
     mean = sample.mean(axis=(0, 2, 3))
@@ -163,7 +163,7 @@ class DataCatalog:
             warnings.warn(msg, BrokenImagesWarning, stacklevel=2)
             log.warning(msg)
         train = split(self.train_idx)
-        mean, std = _channel_stats(train.x)
+        mean, std = channel_stats(train.x)
         prepared = PreparedData(
             spec=spec,
             classes=self.classes,

@@ -180,12 +180,14 @@ def train_trial(
     reporter: Reporter | None = None,
     resume_state: dict[str, Any] | None = None,
     device: str | None = None,
+    validate: bool = True,
 ) -> TrialResult:
     """Train one config on ``data`` for ``config.epochs`` epochs and return the per-epoch metrics and model.
 
     ``reporter(metrics, state)`` is called after every epoch with the metrics and a checkpointable state dict (it
     holds live tensors: save or deep-copy it during the call); ``resume_state`` (such a state) continues a trial
-    where it stopped.
+    where it stopped. ``validate=False`` trains without a validation set (the final retrain on train+val): the
+    epoch metrics then hold training figures only and reduce-on-plateau follows the training loss.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
     prepared = data.get(cfg.image_spec) if isinstance(data, DataCatalog) else data
@@ -194,7 +196,7 @@ def train_trial(
             f"data was prepared at {prepared.spec.label()} but the config asks for {cfg.image_spec.label()}"
         )
     num_classes = len(prepared.classes)
-    if len(prepared.train) == 0 or len(prepared.val) == 0:
+    if len(prepared.train) == 0 or (validate and len(prepared.val) == 0):
         raise ValueError(f"empty split: {len(prepared.train)} training and {len(prepared.val)} validation images")
 
     dev = pick_device(device)
@@ -238,7 +240,7 @@ def train_trial(
         log.info("resuming %s at epoch %d", cfg.model, start_epoch + 1)
 
     num_params = count_parameters(model)
-    majority = prepared.majority_rate()
+    majority = prepared.majority_rate() if validate else float("nan")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         set_train_mode(model, True)
@@ -273,33 +275,37 @@ def train_trial(
             correct += int((logits.detach().argmax(1) == yb).sum())
         train_seconds = time.perf_counter() - t0
 
-        val, _, _ = evaluate(
-            model,
-            prepared.val,
-            prep,
-            num_classes,
-            batch_size=max(256, bs),
-            criterion=val_criterion,
-            amp_dtype=amp_dtype,
-            channels_last=channels_last,
-        )
-        lr_now = optimizer.param_groups[0]["lr"]
-        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule.step(val["loss"])
-        elif isinstance(schedule, torch.optim.lr_scheduler.CosineAnnealingLR):
-            schedule.step()
-
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
             "train_acc": correct / max(seen, 1),
-            "val_loss": val["loss"],
-            "val_acc": val["acc"],
-            "val_balanced_acc": val["balanced_acc"],
-            "val_macro_f1": val["macro_f1"],
-            "val_auroc": val["auroc"],
-            **{f"val_recall_{c}": val[f"recall_{k}"] for k, c in enumerate(prepared.classes)},
-            "val_majority_rate": majority,
+        }
+        if validate:
+            val, _, _ = evaluate(
+                model,
+                prepared.val,
+                prep,
+                num_classes,
+                batch_size=max(256, bs),
+                criterion=val_criterion,
+                amp_dtype=amp_dtype,
+                channels_last=channels_last,
+            )
+            metrics |= {
+                "val_loss": val["loss"],
+                "val_acc": val["acc"],
+                "val_balanced_acc": val["balanced_acc"],
+                "val_macro_f1": val["macro_f1"],
+                "val_auroc": val["auroc"],
+                **{f"val_recall_{c}": val[f"recall_{k}"] for k, c in enumerate(prepared.classes)},
+                "val_majority_rate": majority,
+            }
+        lr_now = optimizer.param_groups[0]["lr"]
+        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule.step(metrics.get("val_loss", metrics["train_loss"]))
+        elif isinstance(schedule, torch.optim.lr_scheduler.CosineAnnealingLR):
+            schedule.step()
+        metrics |= {
             "lr": lr_now,
             "epoch_seconds": time.perf_counter() - t0,
             "train_images_per_s": seen / max(train_seconds, 1e-9),

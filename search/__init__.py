@@ -1,0 +1,1 @@
+"""Command line and orchestration: ``run`` (Ray Tune + Optuna + ASHA), ``export``, ``retrain``, ``evaluate``."""
