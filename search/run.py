@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,6 +151,28 @@ def _validate(s: SearchSettings) -> None:
 
 class SearchInterrupted(Exception):
     """The search stopped before every trial finished; it can be resumed."""
+
+
+def _sigint_sentinel(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _fit_interrupted(tuner: Any) -> bool:
+    """Run ``tuner.fit()``; True if Ctrl+C (or SIGUSR1) stopped it.
+
+    Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
+    terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
+    before ``fit`` and found again after it means the search was interrupted.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        tuner.fit()
+        return False
+    signal.signal(signal.SIGINT, _sigint_sentinel)
+    try:
+        tuner.fit()
+        return signal.getsignal(signal.SIGINT) is _sigint_sentinel
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _WithFixed:
@@ -393,8 +417,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
         f", budget {budget:.0f}s" if budget else "",
         run_dir,
     )
-    results = tuner.fit()
-    if results.num_terminated + results.num_errors < len(results):
+    if _fit_interrupted(tuner):
         # Ctrl+C (or SIGTERM): Tune saved its state and stopped; the unfinished trials resume from their checkpoints.
         write_trials_csv(run_dir)
         raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {run_dir}")

@@ -126,8 +126,8 @@ ADAPTATIONS: dict[str, dict[str, tuple[dict[str, Any], str]]] = {
             "even at 96 px; resnet18 ~23 s)",
         ),
         "seed_alexnet_gray": (
-            {"image_size": "128x150", "width": 0.5},
-            "128x150 instead of 256x300 (the same aspect ratio) and half width (its 4096-wide classifier takes "
+            {"image_size": "96x112", "width": 0.5},
+            "96x112 instead of 256x300 (the same aspect ratio) and half width (its 4096-wide classifier takes "
             "~30-35 s an epoch on 2 cores at any image size; half width ~10 s)",
         ),
     },

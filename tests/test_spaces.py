@@ -227,7 +227,7 @@ def test_cpu_recipes_are_scaled_down_and_say_so():
         assert recipe.config["recipe"] == f"{name}@cpu"
         assert recipe.notes and recipe.notes[0].startswith(f"{name} on cpu: ")
         assert recipe.config["model"] in CPU.models
-    assert cpu["seed_alexnet_gray"].config["image_size"] == "128x150"  # 256x300 halved, same aspect ratio
+    assert cpu["seed_alexnet_gray"].config["image_size"] == "96x112"  # 256x300 scaled down, same aspect ratio
     assert cpu["seed_resnet50_frozen"].config["pretrained"] and cpu["seed_resnet50_frozen"].config["freeze_backbone"]
     assert recipes_for("cpu")[1].config["recipe"] == "seed_resnet50_frozen@cpu+scratch"
 
