@@ -258,7 +258,7 @@ def train_trial(
                 loss = criterion(logits.float(), yb)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"training loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
                     f"(model {cfg.model}, optimizer {cfg.optimizer}, lr {cfg.lr:g}); the trial is stopped"
                 )
             optimizer.zero_grad(set_to_none=True)
