@@ -207,12 +207,6 @@ def _cluster_has_gpus() -> bool:
     return float(ray.cluster_resources().get("GPU", 0)) > 0
 
 
-def _provenance() -> dict[str, Any]:
-    from search.export import provenance
-
-    return provenance()
-
-
 def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> str:
     """Best trials and every seed recipe, one line each."""
     summary = trial_summary(trials, metric, mode)
@@ -269,6 +263,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from search.export import provenance
     from spaces import get_space, image_specs, recipes_for, space_info
     from trainables.data import DataCatalog
     from trainables.models import list_models, pretrained_available
@@ -331,10 +326,11 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
 
     define_by_run = _WithFixed(space_fn, fixed)
     log.info("%s", space_fn.describe())
-    recipes = [r.config for r in recipes_for(profile, pretrained_available=available)] if s.recipes else []
-    for r in recipes_for(profile, pretrained_available=available) if s.recipes else []:
+    seed_recipes = recipes_for(profile, pretrained_available=available) if s.recipes else []
+    for r in seed_recipes:
         for note in r.notes:
             log.info("recipe %s", note)
+    recipes = [r.config for r in seed_recipes]
 
     if resume_dir is None:
         write_run_info(
@@ -356,7 +352,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
                 "started": datetime.now(timezone.utc).isoformat(),
                 "finished": False,
                 "recipes": [r.get("recipe") for r in recipes],
-                "provenance": _provenance(),
+                "provenance": provenance(),
             },
         )
 
