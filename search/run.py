@@ -198,7 +198,14 @@ def _start_ray(address: str | None, cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cpus or len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=True)
+        # "local": a fresh single-machine instance, even when a `ray start` cluster runs here (ray.init() would join
+        # that one silently); joining a cluster is what --address is for.
+        ray.init(
+            address="local",
+            num_cpus=cpus or len(os.sched_getaffinity(0)),
+            include_dashboard=False,
+            log_to_driver=True,
+        )
 
 
 def _cluster_has_gpus() -> bool:
