@@ -43,7 +43,7 @@ log = logging.getLogger("search.run")
 
 #: Defaults per hardware profile. The CPU ones make the plain command finish in under ten minutes on 2 cores.
 _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": {"num_samples": 20, "max_epochs": 8, "grace_period": 1, "reduction_factor": 3, "time_budget_s": 450.0},
+    "cpu": {"num_samples": 20, "max_epochs": 12, "grace_period": 1, "reduction_factor": 3, "time_budget_s": 450.0},
     "gpu": {"num_samples": 100, "max_epochs": 30, "grace_period": 2, "reduction_factor": 3, "time_budget_s": None},
 }
 DEFAULT_METRIC = "val_balanced_acc"

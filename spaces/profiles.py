@@ -5,7 +5,7 @@ function itself stays a plain ``(trial) -> dict`` of ``trial.suggest_*`` calls. 
 constant of its profile: Optuna refuses a categorical parameter whose choices change between trials of one study.
 
 The ``cpu`` profile is sized from measured costs (:data:`CPU_EPOCH_SECONDS`): the default CPU search must finish a
-dozen ASHA trials of up to 8 epochs in 10 minutes on 2 cores with the ~1,250-image demo set. It leaves out
+dozen ASHA trials of up to 12 epochs in 10 minutes on 2 cores with the ~1,250-image demo set. It leaves out
 ``resnet50``, ``densenet121`` (~1 minute an epoch at 96 px) and ``efficientnet_b0`` (slower than ``resnet18`` on a
 CPU), caps the seed CNNs' width (``cifar_cnn`` at full width takes ~100 s an epoch at 96 px; AlexNet's 4096-wide
 classifier ~30 s at any image size), keeps to grey images of at most 96x112 pixels and batches of 8 or more. Most
