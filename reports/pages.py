@@ -66,15 +66,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _breakable(text: str) -> str:
+    """Escaped text with line-break opportunities after ``_``, ``@`` and ``+`` (long names and recipes wrap)."""
+    escaped = _e(text)
+    for ch in "_@+":
+        escaped = escaped.replace(ch, ch + "<wbr>")
+    return escaped
+
+
 def table(
     columns: Sequence[str], rows: Sequence[dict[str, Any]], row_class: Callable[[dict], str] | None = None
 ) -> str:
     """An HTML table; every heading and cell escaped."""
-    head = "".join(f"<th>{_e(col)}</th>" for col in columns)
+    head = "".join(f"<th>{_breakable(col)}</th>" for col in columns)
     body = []
     for row in rows:
         cls = row_class(row) if row_class else ""
-        cells = "".join(f"<td>{_e(_cell(row.get(col)))}</td>" for col in columns)
+        cells = "".join(
+            f"<td{' class=num' if isinstance(v, (int, float)) else ''}>{_breakable(_cell(v))}</td>"
+            for v in (row.get(col) for col in columns)
+        )
         body.append(f'<tr class="{_e(cls)}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
     return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
@@ -110,9 +121,9 @@ h2 { font-size: 19px; margin: 28px 0 6px; }
 .empty { color: #8a5a00; font-style: italic; }
 .plot { background: #fff; border: 1px solid #e3e3e3; border-radius: 4px; margin: 6px 0 10px; }
 .table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 13px; background: #fff; margin: 6px 0 10px; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; white-space: nowrap; }
-td:last-child { white-space: normal; min-width: 14em; }
+table { border-collapse: collapse; font-size: 12px; background: #fff; margin: 6px 0 10px; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }
+td.num { white-space: nowrap; }
 th { background: #eef2f6; }
 tr.recipe td { background: #f1f7ec; }
 tr.recipe td:nth-child(3) { font-weight: 600; }

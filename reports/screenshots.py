@@ -96,9 +96,11 @@ def take_screenshots(report_dir: str | Path, out_dir: str | Path, width: int = 1
                 "Emulation.setDeviceMetricsOverride",
                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
             )
-            time.sleep(0.5)  # let responsive plots settle at the new size
+            # Plots are responsive: let them redraw at the full-page size before the picture is taken.
+            driver.execute_script("window.dispatchEvent(new Event('resize'));")
+            time.sleep(1.5)
             shot = driver.execute_cdp_cmd(
-                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "fromSurface": True}
+                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False, "fromSurface": True}
             )
             path = out_dir / (page.stem + ".png")
             path.write_bytes(base64.b64decode(shot["data"]))
