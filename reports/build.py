@@ -1,0 +1,63 @@
+"""``python -m reports.build RUN_DIR [-o OUT]``: a run directory to HTML pages a person opens in a browser, offline.
+
+Writes ``index.html`` (overview) and one page per question (batch size, overfitting, resolution and augmentation,
+per class) into ``OUT`` (default ``RUN_DIR/report/``), with ``plotly.min.js`` beside them: nothing is fetched from
+the network. Works on a finished run and on one still going (it shows what has been reported so far).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plotly.offline import get_plotlyjs
+
+from reports.collect import load_run
+from reports.pages import PLOTLY_JS, build_pages, render_page
+from search.errors import UserError, cli
+
+__all__ = ["REPORT_DIR", "build_report", "main"]
+
+#: Default output folder inside the run directory.
+REPORT_DIR = "report"
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); return the index page's path."""
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / REPORT_DIR
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / PLOTLY_JS
+    plotly_js = get_plotlyjs()
+    if not js.is_file() or js.stat().st_size != len(plotly_js.encode()):
+        js.write_text(plotly_js, encoding="utf-8")
+    pages = build_pages(run)
+    for page in pages:
+        tmp = out / (page.filename + ".tmp")
+        tmp.write_text(render_page(page, pages, run), encoding="utf-8")
+        tmp.replace(out / page.filename)
+    return out / pages[0].filename
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m reports.build",
+        description="Turn a search's run directory into HTML pages (Plotly, offline).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by search.run")
+    p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/report)")
+    return p
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    print(build_report(Path(args.run_dir).expanduser(), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
