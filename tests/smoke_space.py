@@ -5,7 +5,7 @@ fail in a known way. ``CXR_SMOKE_PLAN`` (read in the driver, where Optuna calls 
 by its number, comma-separated; trials past the end of the plan are ``ok``:
 
 * ``ok``   TinyVGG at half width, 64x64 grey, batch 32, Adam with a sampled learning rate (about a second an epoch);
-* ``slow`` the same at full width and 96x112 (a few seconds an epoch: time to act "mid-epoch");
+* ``slow`` the same at double width and 96x112 (several seconds an epoch: time to act "mid-epoch");
 * ``nan``  SGD with learning rate 1e4: the loss becomes non-finite within a few steps (``NonFiniteLossError``);
 * ``oom``  TinyVGG 30000x wide: its second convolution asks for a 3.2 TB weight tensor, which the allocator cannot
   get (run it only under an address-space limit, see ``clusterlib.address_space_limit``).
@@ -55,7 +55,7 @@ _BASE: dict[str, Any] = {
 
 _KIND_CONFIG: dict[str, dict[str, Any]] = {
     "ok": {},
-    "slow": {"width": 1.0, "image_size": "96x112", "batch_size": 16},
+    "slow": {"width": 2.0, "image_size": "96x112", "batch_size": 16},
     "nan": {"optimizer": "sgd", "lr": 1e4},
     "oom": {"width": 30000.0},
 }
