@@ -36,6 +36,7 @@ from search.rundir import (
     write_run_info,
     write_trials_csv,
 )
+from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = ["SearchInterrupted", "SearchSettings", "main", "run_search"]
 
@@ -157,22 +158,32 @@ def _sigint_sentinel(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _fit_interrupted(tuner: Any) -> bool:
-    """Run ``tuner.fit()``; True if Ctrl+C (or SIGUSR1) stopped it.
+def _fit_interrupted(tuner: Any) -> tuple[bool, Any]:
+    """Run ``tuner.fit()``; return (True if Ctrl+C (or SIGUSR1) stopped it, the ``ResultGrid``).
 
     Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
     terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
     before ``fit`` and found again after it means the search was interrupted.
     """
     if threading.current_thread() is not threading.main_thread():
-        tuner.fit()
-        return False
+        return False, tuner.fit()
     signal.signal(signal.SIGINT, _sigint_sentinel)
     try:
-        tuner.fit()
-        return signal.getsignal(signal.SIGINT) is _sigint_sentinel
+        grid = tuner.fit()
+        return signal.getsignal(signal.SIGINT) is _sigint_sentinel, grid
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _record_failed_trials(run_dir: Path, grid: Any) -> None:
+    """Write the trial folders Tune ended as ERROR into run.json.
+
+    A trial folder's ``error.txt`` alone does not say that: Tune also writes it for a failure it recovered from (a
+    worker that died, a node that left), after which the trial may have finished normally.
+    """
+    info = load_run_info(run_dir)
+    info["failed_trials"] = sorted(Path(r.path).name for r in grid if r.error is not None)
+    write_run_info(run_dir, info)
 
 
 class _WithFixed:
@@ -184,10 +195,6 @@ class _WithFixed:
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         return {**self.space(trial), **self.fixed}
-
-
-def _is_uri(storage: str) -> bool:
-    return "://" in storage and not storage.startswith("file://")
 
 
 def _start_ray(address: str | None, cpus: int | None = None) -> None:
@@ -303,8 +310,10 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
 
     # -- the run directory ----------------------------------------------------------------------------------------
     name = s.name or f"{s.space}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    remote = _is_uri(s.storage)
+    # A URI (s3://, gs://, file://): Tune writes there directly, our files go to a local mirror and are copied up.
+    remote = is_uri(s.storage)
     storage_path = s.storage if remote else str(Path(s.storage).expanduser().resolve())
+    uri = run_uri(s.storage, name) if remote else None
     run_dir = resume_dir or (Path("runs").resolve() / name if remote else Path(storage_path) / name)
     if resume_dir is None and (run_dir / "run.json").exists():
         raise UserError(
@@ -369,7 +378,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
     if resume_dir is not None:
-        tuner = Tuner.restore(str(resume_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        tuner = Tuner.restore(uri or str(resume_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
         searcher = OptunaSearch(
@@ -420,21 +429,35 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
         f", budget {budget:.0f}s" if budget else "",
         run_dir,
     )
-    if _fit_interrupted(tuner):
+    if uri is not None:
+        push_run_files(run_dir, uri, ("run.json", "study.db"))
+    interrupted, grid = _fit_interrupted(tuner)
+    _record_failed_trials(run_dir, grid)
+    if interrupted:
         # Ctrl+C (or SIGTERM): Tune saved its state and stopped; the unfinished trials resume from their checkpoints.
+        if uri is not None:
+            pull_trial_files(uri, run_dir)
         write_trials_csv(run_dir)
-        raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {run_dir}")
-    return _finish(run_dir, s.metric, mode, report=s.report)
+        if uri is not None:
+            push_run_files(run_dir, uri)
+        raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}")
+    return _finish(run_dir, s.metric, mode, report=s.report, uri=uri)
 
 
-def _finish(run_dir: Path, metric: str, mode: str, report: bool = True) -> Path:
-    """Write trials.csv, best_config.json, the report; print the leaderboard and the paths."""
+def _finish(run_dir: Path, metric: str, mode: str, report: bool = True, uri: str | None = None) -> Path:
+    """Write trials.csv, best_config.json, the report; print the leaderboard and the paths.
+
+    With a storage URI, the trials' result files are pulled into the local mirror first and the run's own files are
+    copied to ``uri`` last, so the storage path holds the whole run.
+    """
     from search.export import export_best
 
     info = load_run_info(run_dir)
     info["finished"] = True
     info["ended"] = datetime.now(timezone.utc).isoformat()
     write_run_info(run_dir, info)
+    if uri is not None:
+        pull_trial_files(uri, run_dir)
     trials_csv = write_trials_csv(run_dir)
     trials = load_trials(run_dir)
     print()
@@ -455,6 +478,9 @@ def _finish(run_dir: Path, metric: str, mode: str, report: bool = True) -> Path:
             print(f"report:       {index}")
         except ImportError:
             pass
+    if uri is not None:
+        push_run_files(run_dir, uri)
+        print(f"storage:      {uri}  (local mirror: {run_dir})")
     print(f"run dir:      {run_dir}")
     return run_dir
 
@@ -464,13 +490,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%X")
     if args.resume:
-        run_dir = Path(args.resume).expanduser().resolve()
+        if is_uri(args.resume):
+            # A run kept in object storage: fetch its own files into the local mirror, then resume from the URI.
+            run_dir = Path("runs").resolve() / args.resume.rstrip("/").rsplit("/", 1)[-1]
+            pull_run_files(args.resume, run_dir)
+        else:
+            run_dir = Path(args.resume).expanduser().resolve()
         info = load_run_info(run_dir)
         from ray.tune import Tuner
 
-        if not Tuner.can_restore(str(run_dir)):
-            raise UserError(f"--resume: {run_dir} holds no Ray Tune experiment state to resume")
+        experiment = run_uri(info["storage"], info["name"]) if is_uri(info.get("storage", "")) else str(run_dir)
+        if not Tuner.can_restore(experiment):
+            raise UserError(f"--resume: {experiment} holds no Ray Tune experiment state to resume")
         settings = SearchSettings(**info["settings"])
+        settings.name = info["name"]  # a stamped default name must not be stamped anew
         if args.address:
             settings.address = args.address
         return _run_or_interrupted(settings, resume_dir=run_dir)

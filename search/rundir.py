@@ -97,10 +97,14 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
 
     Status: ``COMPLETED`` (trained every epoch), ``STOPPED`` (stopped early by ASHA), ``ERROR`` (failed, with the first
     line of its error in ``error``), ``RUNNING`` (the run is not finished and neither is the trial). Trials that failed
-    before their first epoch appear as one row with no metrics.
+    before their first epoch appear as one row with no metrics. A trial that failed and was recovered (retried from its
+    checkpoint) keeps the failure in ``error`` but not the ``ERROR`` status.
     """
     run_dir = Path(run_dir)
-    finished = bool(load_run_info(run_dir).get("finished", False)) if is_run_dir(run_dir) else True
+    info = load_run_info(run_dir) if is_run_dir(run_dir) else {}
+    finished = bool(info.get("finished", False)) if info else True
+    # Written by search.run when Tune returns; absent while a run goes on or after its driver was killed.
+    failed = set(info["failed_trials"]) if "failed_trials" in info else None
     frames = []
     for tdir in _trial_dirs(run_dir):
         config = json.loads((tdir / "params.json").read_text())
@@ -112,7 +116,7 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
             error = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "error")[:500]
         epochs_planned = int(config.get("epochs", 0) or 0)
         epochs_done = max((int(r.get("epoch", 0)) for r in rows), default=0)
-        if error:
+        if (error and failed is None) or (failed is not None and tdir.name in failed):
             status = "ERROR"
         elif epochs_planned and epochs_done >= epochs_planned:
             status = "COMPLETED"

@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import re
+import socket
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +189,18 @@ def load_images(
             log.warning("ignoring unreadable cache entry %s (%s); decoding again", arr_path, exc)
 
     workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    t0 = time.perf_counter()
     decoded = _decode_all(paths, spec, workers)
+    # Said once per decode, with the process and host, so a log shows where decoding happens (in a search: only
+    # in the driver; trials on every node read the arrays from Ray's object store).
+    log.info(
+        "decoded %d image(s) at %s in %.1fs (pid %d on %s)",
+        len(paths),
+        spec.label(),
+        time.perf_counter() - t0,
+        os.getpid(),
+        socket.gethostname(),
+    )
     ok = np.array([a is not None for a in decoded], dtype=bool)
     broken = [p for p, a in zip(paths, decoded) if a is None]
     arr = (

@@ -342,8 +342,11 @@ def train_trial(
 
 
 def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    import ray
     from ray import tune
 
+    # Which node ran the epoch: Tune adds pid, hostname and node_ip itself, but nodes can share a host (and an IP).
+    metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

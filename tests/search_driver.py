@@ -1,0 +1,16 @@
+"""``python tests/search_driver.py ARGS``: ``python -m search.run ARGS`` with the test-only ``smoke`` space registered.
+
+The driver process is the one that calls the space (Optuna runs in the Tune driver), so registering it here is enough;
+trial workers only receive configs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import smoke_space  # noqa: F401 - registers the space
+
+from search.run import main
+
+if __name__ == "__main__":
+    sys.exit(main())
