@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         bal[i] = [m["val_balanced_acc"] for m in result.history]
     for e in range(args.epochs):
         print(
-            f"epoch {e + 1:3d}  test_acc mean {acc[:, e].mean():.4f} min {acc[:, e].min():.4f} max {acc[:, e].max():.4f}"
-            f"  test_bal_acc mean {bal[:, e].mean():.4f}"
+            f"epoch {e + 1:3d}  test_acc mean {acc[:, e].mean():.4f} min {acc[:, e].min():.4f}"
+            f" max {acc[:, e].max():.4f}  test_bal_acc mean {bal[:, e].mean():.4f}"
         )
     best = int(acc.mean(0).argmax())
     print(f"seconds {time.perf_counter() - t0:.0f}")
