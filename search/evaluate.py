@@ -19,7 +19,7 @@ from search.modeldir import load_model_dir
 from trainables.augment import AugmentConfig, BatchAugment
 from trainables.cache import load_images
 from trainables.data import ImageSplit
-from trainables.index import index_dataset
+from trainables.index import has_test_split, index_dataset, is_kaggle_layout
 from trainables.scoring import score
 from trainables.train import evaluate, pick_device
 
@@ -33,8 +33,8 @@ def evaluate_model_dir(
     root = Path(data).expanduser()
     if not root.is_dir():
         raise UserError(f"--data: {root} is not a directory")
-    kaggle = (root / "train").is_dir() or (root / "val").is_dir() or (root / "test").is_dir()
-    if kaggle and not (root / "test").is_dir():
+    kaggle = is_kaggle_layout(root)
+    if kaggle and not has_test_split(root):
         raise UserError(
             f"--data: {root} has the Kaggle layout but no test/ folder; evaluate scores test/ (or a folder of class "
             "sub-folders), never the images a model may have trained on"

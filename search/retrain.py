@@ -24,7 +24,8 @@ from search.export import load_best_config, provenance
 from search.modeldir import save_model_dir
 from trainables.augment import BatchAugment
 from trainables.config import TrialConfig
-from trainables.data import DataCatalog, ImageSplit, channel_stats
+from trainables.data import DEMO_DATA, DataCatalog, ImageSplit, channel_stats
+from trainables.index import has_test_split
 from trainables.scoring import score
 from trainables.train import evaluate, pick_device, train_trial
 
@@ -57,7 +58,7 @@ def retrain(
         task,
         val_fraction=float(data_info.get("val_fraction") or 0.2),
         split_seed=int(data_info.get("split_seed") or 0),
-        include_test=_has_test(data),
+        include_test=has_test_split(Path(data) if data else DEMO_DATA),
     )
     prepared = catalog.prepare(config.image_spec)
     both = ImageSplit(
@@ -118,13 +119,6 @@ def retrain(
         extra=metrics,
     )
     return out_dir
-
-
-def _has_test(data: str | None) -> bool:
-    from trainables.data import DEMO_DATA
-
-    root = Path(data).expanduser() if data else DEMO_DATA
-    return (root / "test").is_dir() and (root / "train").is_dir()
 
 
 @cli

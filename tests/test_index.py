@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from trainables.data import DEMO_DATA
-from trainables.index import DataLayoutError, index_dataset, patient_key, split_patients
+from trainables.index import (
+    DataLayoutError,
+    has_test_split,
+    index_dataset,
+    is_kaggle_layout,
+    patient_key,
+    split_patients,
+)
 
 
 def test_three_class_counts_of_the_real_train_folder(shared_data: Path) -> None:
@@ -118,3 +125,24 @@ def test_empty_class_and_missing_pneumonia_folder(shared_data: Path, tmp_path: P
 def test_unknown_task_lists_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="valid tasks: pneumonia3class, pneumonia2class, folders"):
         index_dataset(tmp_path, "pneumonia5class")
+
+
+def test_one_layout_rule_for_index_retrain_and_evaluate(shared_data: Path, tmp_path: Path) -> None:
+    """Kaggle layout vs class folders, and whether there is a test split: one rule, also for a test-only folder."""
+    src = shared_data / "chest_xray" / "train"
+    assert is_kaggle_layout(DEMO_DATA) and has_test_split(DEMO_DATA)
+    classes = tmp_path / "classes"
+    _copy_images(src / "NORMAL", classes / "NORMAL", 2)
+    _copy_images(src / "PNEUMONIA", classes / "PNEUMONIA", 2)
+    assert not is_kaggle_layout(classes) and not has_test_split(classes)
+    assert len(index_dataset(classes, "pneumonia2class")) == 4
+    test_only = tmp_path / "test_only"
+    _copy_images(src / "NORMAL", test_only / "test" / "NORMAL", 2)
+    _copy_images(src / "PNEUMONIA", test_only / "test" / "PNEUMONIA", 2)
+    assert is_kaggle_layout(test_only) and has_test_split(test_only)
+    assert len(index_dataset(test_only, "pneumonia2class", split="test")) == 4
+    with pytest.raises(DataLayoutError, match="no train/ folder"):
+        index_dataset(test_only, "pneumonia2class")
+    no_test = tmp_path / "no_test"
+    _copy_images(src / "NORMAL", no_test / "train" / "NORMAL", 2)
+    assert is_kaggle_layout(no_test) and not has_test_split(no_test)

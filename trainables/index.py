@@ -27,7 +27,9 @@ __all__ = [
     "TASKS",
     "DataLayoutError",
     "DatasetIndex",
+    "has_test_split",
     "index_dataset",
+    "is_kaggle_layout",
     "patient_key",
     "split_patients",
 ]
@@ -140,8 +142,17 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _is_kaggle(root: Path) -> bool:
-    return (root / "train").is_dir() and any(_class_dirs(root / "train"))
+def is_kaggle_layout(root: str | Path) -> bool:
+    """True if ``root`` is the Kaggle layout (``train/``, ``val/`` or ``test/`` folders of class folders) rather than
+    a folder of class folders. The one rule that index_dataset, search.retrain and search.evaluate share."""
+    root = Path(root).expanduser()
+    return any((root / s).is_dir() and any(_class_dirs(root / s)) for s in _KAGGLE_SPLITS)
+
+
+def has_test_split(root: str | Path) -> bool:
+    """True if ``root`` is the Kaggle layout with a ``test/`` folder of class folders (what retrain looks at once)."""
+    root = Path(root).expanduser()
+    return is_kaggle_layout(root) and (root / "test").is_dir() and any(_class_dirs(root / "test"))
 
 
 def _label_files(folder_of_classes: list[Path], task: str, classes: tuple[str, ...]):
@@ -206,13 +217,15 @@ def index_dataset(root: str | Path, task: str, split: str = "pool") -> DatasetIn
     if not root.is_dir():
         raise DataLayoutError(f"{root}: no such directory; {_EXPECTED}")
 
-    if _is_kaggle(root):
+    if is_kaggle_layout(root):
         if split == "test":
-            if not (root / "test").is_dir():
+            if not has_test_split(root):
                 raise DataLayoutError(f"{root}: no test/ folder; expected test/NORMAL, test/PNEUMONIA beside train/")
             folders = [root / "test"]
         else:
             folders = [root / s for s in _KAGGLE_SPLITS[:2] if (root / s).is_dir()]
+            if not folders:
+                raise DataLayoutError(f"{root}: no train/ folder; the Kaggle layout needs train/<class>/ images")
     else:
         if split == "test":
             raise DataLayoutError(f"{root}: no test/ folder; expected the Kaggle layout with test/<class>/ images")
