@@ -2,11 +2,13 @@
 
 Every page of a real small search's report loads with no console error and every plot has drawn data; a run whose
 class name and config values are HTML/script tags shows them as text, with no alert and no injected element.
-Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped, saying so, without them.
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped, saying so, without them,
+except where ``CXR_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes a missing browser a failure.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +23,10 @@ from reports.screenshots import CHROMEDRIVER, chrome, wait_for_plots
 PAGES = ["index.html", "batch_size.html", "overfitting.html", "resolution.html", "per_class.html"]
 
 if not (shutil.which("chromium") and Path(CHROMEDRIVER).is_file()):
-    pytest.skip(
-        f"headless browser test needs chromium and {CHROMEDRIVER}: apt-get install -y chromium chromium-driver",
-        allow_module_level=True,
-    )
+    _missing = f"headless browser test needs chromium and {CHROMEDRIVER}: apt-get install -y chromium chromium-driver"
+    if os.environ.get("CXR_REQUIRE_BROWSER") == "1":
+        pytest.fail(_missing, pytrace=False)
+    pytest.skip(_missing, allow_module_level=True)
 
 #: Per plot div: its trace count and whether every trace carries data (x/y, z, values or parcoords dimensions).
 _PLOTS = """
