@@ -565,6 +565,7 @@ class AshaRungs:
     grace_period: int
     reduction_factor: int
     rungs: list[int]  # epochs at which ASHA compares trials, then max_epochs
+    rung_metric: str  # what ASHA compared them on (runs before --rung-metric compared on the run's metric)
     reached: list[int]  # trials whose epochs trained reached each rung
     started: int  # trials that ended (completed or stopped): the ones ASHA decided about
     epochs_trained: int  # summed over those trials
@@ -609,6 +610,7 @@ def collect_asha(run: RunData) -> AshaRungs:
         grace_period=grace,
         reduction_factor=rf,
         rungs=rungs,
+        rung_metric=str(run.info.get("rung_metric") or run.metric),
         reached=[sum(e >= r for e in epochs) for r in rungs],
         started=len(ended),
         epochs_trained=trained,

@@ -309,7 +309,8 @@ def overview(run: c.RunData) -> Page:
             Section(
                 "ASHA: trials reaching each rung",
                 f"Rungs at grace period {asha.grace_period} × reduction factor {asha.reduction_factor}^k below "
-                f"{asha.max_epochs} epochs, then the end. {asha.started} trials ended (completed or stopped early; "
+                f"{asha.max_epochs} epochs, then the end; at each rung trials were compared on "
+                f"{asha.rung_metric}. {asha.started} trials ended (completed or stopped early; "
                 f"stopped includes the time budget) and trained {asha.epochs_trained} epochs; all of them to "
                 f"{asha.max_epochs} epochs would have been {asha.epochs_without_stopping}: ASHA saved "
                 f"{asha.epochs_saved} epochs ({share:.0%})."

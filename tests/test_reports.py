@@ -125,6 +125,7 @@ def test_best_so_far_by_trial_and_by_epochs(synth: Path) -> None:
 def test_asha_rungs_and_epochs_saved(synth: Path) -> None:
     a = c.collect_asha(c.load_run(synth))
     assert a.rungs == [1, 2, 4]
+    assert a.rung_metric == "val_balanced_acc"  # a run.json from before --rung-metric: the run's metric
     # Ended trials: 4, 2, 4, 1 epochs; the two failed ones are left out.
     assert a.reached == [4, 3, 2] and a.started == 4 and a.left_out == 2
     assert (a.epochs_trained, a.epochs_without_stopping, a.epochs_saved) == (11, 16, 5)

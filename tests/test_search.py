@@ -109,6 +109,10 @@ def test_asha_stops_weak_trials_early(finished_run: Path) -> None:
     per_trial = load_trials(finished_run).groupby("trial_id")["epochs_done"].max()
     assert (per_trial < 3).sum() >= 1, per_trial
     assert (per_trial == 3).sum() >= 1, per_trial
+    # Rungs compare AUROC by default (it ranks trials whose argmax still answers the majority class); TPE and the
+    # best trial still go by --metric.
+    info = json.loads((finished_run / "run.json").read_text())
+    assert info["rung_metric"] == "val_auroc" and info["metric"] == "val_balanced_acc"
 
 
 def test_the_optuna_study_opens_with_load_study(finished_run: Path) -> None:
@@ -220,6 +224,10 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_trials(small_
         (["-m", "search.run", "--resume", "."], "holds no run"),
         (["-m", "search.run"], "--space is required"),
         (["-m", "search.run", "--space", "pneumonia3class", "--num-samples", "0"], "--num-samples must be >= 1"),
+        (
+            ["-m", "search.run", "--space", "pneumonia3class", "--rung-metric", "val_accuracy"],
+            "--rung-metric: unknown metric 'val_accuracy'; valid metrics: val_balanced_acc",
+        ),
         (["-m", "search.export", "."], "holds no run"),
         (["-m", "search.retrain", "pyproject.toml"], "not a best_config.json"),
         (["-m", "search.evaluate", ".", "--data", "."], "not a model directory"),
