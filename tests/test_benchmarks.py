@@ -28,3 +28,37 @@ def test_pipeline_benchmark_quick_prints_its_ratios_last() -> None:
     assert float(m.group(1)) > 0 and float(m.group(2)) > 0
     assert re.search(r"^seed_pipeline images_per_s=", proc.stdout, re.M)
     assert re.search(r"^ours images_per_s=", proc.stdout, re.M)
+
+
+def test_asha_replay_shows_what_each_rung_signal_would_have_stopped(tmp_path: Path) -> None:
+    """Ray's own ASHA bracket over recorded curves: a slow starter (balanced accuracy at chance after one epoch, but
+    the better ranking) is stopped when rungs compare balanced accuracy and kept when they compare AUROC."""
+    from conftest import write_trial
+
+    curves = {
+        "aaaa0001": [(0.50, 0.70), (0.55, 0.72), (0.60, 0.74)],  # steady
+        "aaaa0002": [(0.34, 0.80), (0.65, 0.85), (0.75, 0.88)],  # slow starter, ends best
+        "aaaa0003": [(0.40, 0.60), (0.42, 0.61), (0.43, 0.62)],  # weak
+    }
+    for index, (tid, epochs) in enumerate(curves.items(), start=1):
+        rows = [{"val_balanced_acc": b, "val_auroc": a, "val_loss": 1.0, "time_this_iter_s": 1.0} for b, a in epochs]
+        write_trial(tmp_path, tid, index, {"epochs": 3}, rows)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "asha_replay.py"), str(tmp_path), "--concurrency", "1"]
+        + ["--signals", "val_balanced_acc,val_auroc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "fifo trials=3 epochs_trained=9 best_val_balanced_acc=0.7500"
+    assert lines[1].startswith("rank_corr epoch=1 val_balanced_acc=")
+    by_signal = {m.group(1): ln for ln in lines if (m := re.match(r"asha signal=(\S+)", ln))}
+    # Balanced accuracy: trial 2 (0.34 < 0.50) and trial 3 (0.40 < 0.45) stop at epoch 1; trial 1 runs all 3.
+    assert "epochs_trained=  5 best_val_balanced_acc=0.6000" in by_signal["val_balanced_acc"]
+    assert "best_metric_gap=0.1500" in by_signal["val_balanced_acc"]
+    # AUROC: trial 2 (0.80 > 0.70) goes on to the end; trial 3 (0.60) stops.
+    assert "epochs_trained=  7 best_val_balanced_acc=0.7500" in by_signal["val_auroc"]
+    assert "best_metric_gap=0.0000" in by_signal["val_auroc"]
