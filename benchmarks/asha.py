@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="keep both arms' run directories here (default: a temporary directory)")
     args = p.parse_args(argv)
     arms = args.arms.split(",")
-    if not arms or set(arms) - {"asha", "fifo"}:
+    if set(arms) - {"asha", "fifo"} or len(set(arms)) != len(arms):
         p.error(f"--arms: expected asha, fifo or asha,fifo, got {args.arms!r}")
     if args.quick:
         args.num_samples, args.max_epochs, args.reduction_factor = 8, 4, 2

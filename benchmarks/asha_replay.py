@@ -26,16 +26,12 @@ import pandas as pd
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from search.rundir import load_trials
+from search.run import METRICS
+from search.rundir import load_trials, metric_mode
 
-#: Rung signals: (column, sign). Ray's bracket keeps the larger values, so minimised metrics are negated.
-SIGNALS: dict[str, tuple[str, float]] = {
-    "val_balanced_acc": ("val_balanced_acc", 1.0),
-    "val_acc": ("val_acc", 1.0),
-    "val_macro_f1": ("val_macro_f1", 1.0),
-    "val_auroc": ("val_auroc", 1.0),
-    "val_loss": ("val_loss", -1.0),
-}
+#: Rung signals (the metrics search.run accepts) and their sign: Ray's bracket keeps the larger values, so minimised
+#: metrics are negated.
+SIGNALS: dict[str, float] = {m: -1.0 if metric_mode(m) == "min" else 1.0 for m in METRICS}
 
 
 @dataclass
@@ -54,7 +50,7 @@ def replay(
 ) -> dict[str, float]:
     """ASHA over recorded learning curves: ``concurrency`` workers take trials in ``order``; each epoch lasts as long
     as it did in the recorded run. Returns epochs trained and the best val_balanced_acc ASHA would have seen."""
-    column, sign = SIGNALS[signal]
+    sign = SIGNALS[signal]
     bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=reduction, s=0)
     queue = list(order)
     events: list[tuple[float, int, str, int]] = []  # (time, tie-break, trial, epoch just finished)
@@ -75,7 +71,7 @@ def replay(
         row = curves[tid].iloc[epoch - 1]
         epochs += 1
         best = max(best, float(row["val_balanced_acc"]))
-        value = sign * float(row[column])
+        value = sign * float(row[signal])
         action = bracket.on_result(_Trial(tid), epoch, value)
         if action == TrialScheduler.STOP or epoch >= min(max_t, len(curves[tid])):
             start(now)
@@ -111,17 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         if len(at) < 3:
             continue
         corr = {
-            name: (sign * at[col]).corr(final[at.index], method="spearman")
-            for name, (col, sign) in SIGNALS.items()
-            if col in at
+            name: (sign * at[name]).corr(final[at.index], method="spearman")
+            for name, sign in SIGNALS.items()
+            if name in at
         }
         print(f"rank_corr epoch={epoch} " + " ".join(f"{name}={v:.2f}" for name, v in corr.items()))
     for grace in (int(g) for g in args.grace_periods.split(",")):
         for signal in args.signals.split(","):
             if signal not in SIGNALS:
                 p.error(f"--signals: unknown signal {signal!r}; valid: {', '.join(SIGNALS)}")
-            if SIGNALS[signal][0] not in trials:
-                p.error(f"--signals: {args.fifo_run} has no {SIGNALS[signal][0]} column")
+            if signal not in trials:
+                p.error(f"--signals: {args.fifo_run} has no {signal} column")
             r = replay(curves, order, signal, grace, args.reduction_factor, max_t, args.concurrency)
             print(
                 f"asha signal={signal:16s} grace={grace} epochs_trained={r['epochs']:3d} "

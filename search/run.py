@@ -32,6 +32,7 @@ from search.rundir import (
     STUDY_FILE,
     load_run_info,
     load_trials,
+    metric_mode,
     trial_summary,
     write_run_info,
     write_trials_csv,
@@ -49,7 +50,7 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_METRIC = "val_balanced_acc"
 #: Validation metrics every trial reports each epoch (plus ``val_recall_<class>``); ``val_loss`` is minimised.
-_METRICS = ("val_balanced_acc", "val_acc", "val_macro_f1", "val_auroc", "val_loss")
+METRICS = ("val_balanced_acc", "val_acc", "val_macro_f1", "val_auroc", "val_loss")
 
 
 @dataclasses.dataclass
@@ -156,9 +157,9 @@ def _validate(s: SearchSettings) -> None:
     if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial must be >= 0, got {s.gpus_per_trial}")
     for flag, value in (("--metric", s.metric), ("--rung-metric", s.rung_metric)):
-        if value is not None and value not in _METRICS and not value.startswith("val_recall_"):
+        if value is not None and value not in METRICS and not value.startswith("val_recall_"):
             raise UserError(
-                f"{flag}: unknown metric {value!r}; valid metrics: {', '.join(_METRICS)}, val_recall_<class>"
+                f"{flag}: unknown metric {value!r}; valid metrics: {', '.join(METRICS)}, val_recall_<class>"
             )
     if not 0 < s.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
@@ -211,10 +212,6 @@ class _WithFixed:
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         return {**self.space(trial), **self.fixed}
-
-
-def _mode(metric: str) -> str:
-    return "min" if metric == "val_loss" else "max"
 
 
 def default_rung_metric(metric: str) -> str:
@@ -336,7 +333,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
     reduction = s.reduction_factor or defaults["reduction_factor"]
     budget = (s.time_budget_s if s.time_budget_s is not None else defaults["time_budget_s"]) or None  # 0: none
     gpus = s.gpus_per_trial if s.gpus_per_trial is not None else (1.0 if profile == "gpu" else 0.0)
-    mode = _mode(s.metric)
+    mode = metric_mode(s.metric)
     rung_metric = s.rung_metric or default_rung_metric(s.metric)
     if profile == "cpu":
         log.info(
@@ -430,25 +427,28 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
             storage=storage,
             points_to_evaluate=[{**r, **fixed} for r in recipes] or None,
         )
+        if s.scheduler == "asha":
+            scheduler: Any = ASHAScheduler(
+                time_attr="training_iteration",
+                metric=rung_metric,
+                mode=metric_mode(rung_metric),
+                max_t=max_epochs,
+                grace_period=grace,
+                reduction_factor=reduction,
+            )
+            # ASHA has its own metric (the rung signal) and Tune refuses a second one on the Tuner; OptunaSearch keeps
+            # optimising --metric.
+            tuner_metric, tuner_mode = None, None
+        else:
+            scheduler, tuner_metric, tuner_mode = FIFOScheduler(), s.metric, mode
         max_concurrent = s.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // s.cpus_per_trial))
         tuner = Tuner(
             trainable,
             tune_config=TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                # ASHA gets its own metric (the rung signal), so the Tuner gets none: Tune refuses both. OptunaSearch
-                # keeps optimising --metric.
-                scheduler=ASHAScheduler(
-                    time_attr="training_iteration",
-                    metric=rung_metric,
-                    mode=_mode(rung_metric),
-                    max_t=max_epochs,
-                    grace_period=grace,
-                    reduction_factor=reduction,
-                )
-                if s.scheduler == "asha"
-                else FIFOScheduler(),
-                metric=None if s.scheduler == "asha" else s.metric,
-                mode=None if s.scheduler == "asha" else mode,
+                scheduler=scheduler,
+                metric=tuner_metric,
+                mode=tuner_mode,
                 num_samples=num_samples,
                 time_budget_s=budget,
                 reuse_actors=False,

@@ -152,13 +152,14 @@ def write_trials_csv(run_dir: str | Path) -> Path:
     return path
 
 
-def _better(metric: str, mode: str | None = None) -> str:
+def metric_mode(metric: str, mode: str | None = None) -> str:
+    """``mode`` if given, else "min" for a loss and "max" for every other metric."""
     return mode or ("min" if metric in _MINIMISED else "max")
 
 
 def trial_summary(trials: pd.DataFrame, metric: str, mode: str | None = None) -> pd.DataFrame:
     """One row per trial: its best epoch by ``metric`` with that epoch's metrics, config, status and epochs run."""
-    mode = _better(metric, mode)
+    mode = metric_mode(metric, mode)
     if trials.empty or metric not in trials.columns:
         return pd.DataFrame(columns=["trial_id", "status", metric, "best_epoch", "epochs_done"])
     rows = []
