@@ -3,7 +3,8 @@
 A Kaggle-layout folder is scored on its ``test/`` split (and must have one); a folder of class sub-folders is scored on
 every image in it, e.g. X-rays from another hospital. Labels follow the model's task: for the 3-class task the
 pneumonia subtype comes from file names. Prints JSON: accuracy, balanced accuracy, macro-F1, AUROC, per-class recall
-and precision, the confusion matrix, each with a 95% bootstrap interval.
+and precision, the confusion matrix, each with a 95% bootstrap interval, and the calibration (expected calibration
+error and the reliability curve). Decisions follow the model's own rule (``decision`` in its config.json).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 
 from search.errors import UserError, cli
 from search.modeldir import load_model_dir
-from trainables.augment import AugmentConfig, BatchAugment
 from trainables.cache import load_images
-from trainables.data import ImageSplit
+from trainables.ensemble import predict
 from trainables.index import has_test_split, index_dataset, is_kaggle_layout
 from trainables.scoring import score
-from trainables.train import evaluate, pick_device
+from trainables.train import pick_device
 
 __all__ = ["evaluate_model_dir", "main"]
 
@@ -45,12 +45,10 @@ def evaluate_model_dir(
             f"--data: {root} has classes {', '.join(index.classes)} but the model predicts {', '.join(loaded.classes)}"
         )
     decoded = load_images(index.paths, index.hashes, loaded.spec)
-    split = ImageSplit(decoded.array, index.labels[decoded.ok])
     dev = pick_device(device)
-    model = loaded.model.to(dev)
-    prep = BatchAugment(AugmentConfig(), loaded.mean, loaded.std, device=dev)
-    _, probs, y = evaluate(model, split, prep, len(loaded.classes))
-    out = score(y.numpy(), probs.numpy(), loaded.classes, n_boot=n_boot)
+    probs = predict(loaded.model.eval().to(dev), decoded.array, device=dev)
+    y = index.labels[decoded.ok]
+    out = score(y, probs.numpy(), loaded.classes, n_boot=n_boot, decision_weights=loaded.decision_weights)
     out["data"] = {"root": str(root), "split": "test" if kaggle else "all", "skipped_broken": decoded.broken}
     out["model_dir"] = str(Path(model_dir))
     return out

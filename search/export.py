@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import UserError, cli
-from search.rundir import BEST_FILE, best_trial, load_run_info
+from search.final import CALIBRATIONS, DECISIONS, FinalRecipe
+from search.rundir import BEST_FILE, best_trials, load_run_info
+from trainables.ensemble import TTA_MODES
 
 __all__ = ["FORMAT", "export_best", "load_best_config", "main", "provenance"]
 
@@ -58,13 +60,45 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def export_best(run_dir: str | Path, out: str | Path | None = None, metric: str | None = None) -> Path:
-    """Write the best trial of ``run_dir`` to ``out`` (default ``RUN_DIR/best_config.json``) and return its path."""
+def export_best(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    metric: str | None = None,
+    *,
+    members: int = FinalRecipe.DEFAULT_MEMBERS,
+    tta: str | None = None,
+    calibration: str | None = None,
+    decision: str | None = None,
+) -> Path:
+    """Write the best trial of ``run_dir`` and the recipe of its final model (the ``members`` best distinct configs
+    that share its resize policy, and how to combine them) to ``out`` (default ``RUN_DIR/best_config.json``)."""
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
-    best = best_trial(run_dir, metric=metric)
+    if members < 1:
+        raise UserError(f"--members must be >= 1, got {members}")
+    ranked = best_trials(run_dir, 4 * members + 4, metric=metric)
+    if not ranked:
+        raise UserError(f"{run_dir}: no trial has reported {metric or info.get('metric')} yet; nothing to export")
+    best = ranked[0]
+    resize = best.config.get("resize", "stretch")
+    chosen = [t for t in ranked if t.config.get("resize", "stretch") == resize][:members]
     config = dict(best.config)
     config["epochs"] = max(1, best.best_epoch)
+    defaults = FinalRecipe(members=[config])
+    try:
+        recipe = FinalRecipe(
+            members=[{**t.config, "epochs": max(1, t.best_epoch)} for t in chosen],
+            tta=tta or defaults.tta,
+            calibration=calibration or defaults.calibration,
+            decision=decision or defaults.decision,
+        )
+    except ValueError as exc:
+        raise UserError(f"export: {exc}") from exc
+    final = recipe.to_doc()
+    final["members"] = [
+        {"trial": t.trial_id, "validation": {"epoch": t.best_epoch, **t.metrics}, "config": m}
+        for t, m in zip(chosen, recipe.members)
+    ]
     doc = {
         "format": FORMAT,
         "config": config,
@@ -72,6 +106,7 @@ def export_best(run_dir: str | Path, out: str | Path | None = None, metric: str 
         "space": info.get("space"),
         "metric": metric or info.get("metric"),
         "validation": {"epoch": best.best_epoch, **best.metrics},
+        "final": final,
         "trial": {"id": best.trial_id, "dir": best.trial_dir, "epochs_trained_in_search": info.get("max_epochs")},
         "data": {
             "root": (info.get("data") or {}).get("root"),
@@ -109,13 +144,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", help="a run directory written by search.run")
     p.add_argument("-o", "--output", help="where to write (default: RUN_DIR/best_config.json)")
     p.add_argument("--metric", help="select by this metric instead of the run's")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=FinalRecipe.DEFAULT_MEMBERS,
+        help="distinct configs averaged in the final model (default: %(default)s; 1: the best trial alone)",
+    )
+    p.add_argument("--tta", choices=TTA_MODES, help=f"test-time augmentation (default: {FinalRecipe.tta})")
+    p.add_argument("--calibration", choices=CALIBRATIONS, help=f"default: {FinalRecipe.calibration}")
+    p.add_argument("--decision", choices=DECISIONS, help=f"default: {FinalRecipe.decision}")
     args = p.parse_args(argv)
-    path = export_best(args.run_dir, args.output, args.metric)
+    path = export_best(
+        args.run_dir,
+        args.output,
+        args.metric,
+        members=args.members,
+        tta=args.tta,
+        calibration=args.calibration,
+        decision=args.decision,
+    )
     doc = json.loads(path.read_text())
     v = doc["validation"]
     print(
         f"{path}: {doc['config']['model']} trial {doc['trial']['id']}, "
-        f"{doc['metric']} {v.get(doc['metric'], float('nan')):.4f} at epoch {v['epoch']}"
+        f"{doc['metric']} {v.get(doc['metric'], float('nan')):.4f} at epoch {v['epoch']}; final model: "
+        f"{len(doc['final']['members'])} member(s), tta {doc['final']['tta']}, "
+        f"calibration {doc['final']['calibration']}, decision {doc['final']['decision']}"
     )
     return 0
 

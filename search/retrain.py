@@ -1,9 +1,10 @@
 """``python -m search.retrain best_config.json [--data DIR] [--epochs N] [--out DIR]``: the final model.
 
-Trains the exported config on train plus validation (the search's validation split has done its job of choosing the
-config; the final model gets every labelled image the search could see), then looks at the test split exactly once,
-if the data has one, and writes a model directory (see ``search.modeldir``). The number of epochs defaults to the epoch
-at which the chosen trial's validation metric peaked during the search.
+Builds the final model that ``search.export`` described: each member (a trial's config, trained for the epoch at
+which its validation metric peaked) is trained on train plus validation, less a patient-level slice held out to fit
+the calibration on; the members' probabilities are averaged (with test-time augmentation if the recipe asks), a
+temperature is fitted on the held-out slice, and the decision rule is set. Then the test split, if the data has one,
+is looked at exactly once, and the model directory is written (see ``search.modeldir``).
 """
 
 from __future__ import annotations
@@ -16,22 +17,80 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from search.errors import UserError, cli
 from search.export import load_best_config, provenance
+from search.final import FinalRecipe
 from search.modeldir import save_model_dir
-from trainables.augment import BatchAugment
+from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
-from trainables.data import DEMO_DATA, DataCatalog, ImageSplit, channel_stats
+from trainables.data import DEMO_DATA, DataCatalog, ImageSplit, PreparedData, channel_stats
+from trainables.ensemble import FinalModel, Member, adapt_images, balanced_weights, fit_temperature, predict
 from trainables.index import has_test_split
 from trainables.scoring import score
-from trainables.train import evaluate, pick_device, train_trial
+from trainables.train import pick_device, train_trial
 
-__all__ = ["main", "retrain"]
+__all__ = ["input_spec", "main", "retrain", "train_members"]
 
 log = logging.getLogger("search.retrain")
+
+
+def input_spec(configs: list[TrialConfig]) -> ImageSpec:
+    """The final model's input: the largest member size (by area), the most channels, the members' resize policy."""
+    specs = [c.image_spec for c in configs]
+    h, w = max((s.size for s in specs), key=lambda hw: (hw[0] * hw[1], hw))
+    return ImageSpec(h, w, max(s.channels for s in specs), specs[0].resize)
+
+
+def _member_data(prepared: PreparedData, fit: ImageSplit, config: TrialConfig) -> PreparedData:
+    """``fit`` as a member trains on it: resized from the input spec exactly as the exported module resizes."""
+    spec = config.image_spec
+    x = adapt_images(fit.x, spec.size, spec.channels)
+    mean, std = channel_stats(x)
+    train, empty = ImageSplit(x, fit.y), ImageSplit(x[:0], fit.y[:0])
+    return dataclasses.replace(prepared, spec=spec, train=train, val=empty, test=None, mean=mean, std=std)
+
+
+def train_members(
+    configs: list[TrialConfig],
+    prepared: PreparedData,
+    fit: ImageSplit,
+    tta: str,
+    device: str | None = None,
+) -> tuple[list[Member], list[dict[str, Any]]]:
+    """Train each member config on ``fit`` (uint8 at the input spec) and wrap it as a :class:`Member`."""
+    members, histories = [], []
+    for i, config in enumerate(configs):
+        data = _member_data(prepared, fit, config)
+        log.info(
+            "member %d/%d: %s %s, %d images, %d epochs",
+            i + 1,
+            len(configs),
+            config.model,
+            config.image_spec.label(),
+            len(fit),
+            config.epochs,
+        )
+        t0 = time.perf_counter()
+        result = train_trial(
+            config,
+            data,
+            validate=False,
+            device=device,
+            reporter=lambda m, _s: log.info(
+                "epoch %d train_loss %.4f train_acc %.4f", m["epoch"], m["train_loss"], m["train_acc"]
+            ),
+        )
+        net = result.model.eval().cpu().float().to(memory_format=torch.contiguous_format)
+        spec = config.image_spec
+        mean, std = result.extra["mean"], result.extra["std"]
+        members.append(Member(net, spec.size, spec.channels, config.intensity, mean, std, tta))
+        histories.append({"train_seconds": time.perf_counter() - t0, "final_epoch": result.final})
+    return members, histories
 
 
 def retrain(
@@ -40,18 +99,26 @@ def retrain(
     epochs: int | None = None,
     out: str | Path | None = None,
     device: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Train the final model and return its directory."""
     doc = load_best_config(best_config)
+    recipe = FinalRecipe.from_best_config(doc, str(best_config))
     try:
-        config = TrialConfig.from_dict(doc["config"])
+        configs = recipe.configs()
     except ValueError as exc:
         raise UserError(f"{best_config}: config does not validate: {exc}") from exc
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--epochs must be >= 1, got {epochs}")
-        config = dataclasses.replace(config, epochs=epochs)
+        configs = [dataclasses.replace(c, epochs=epochs) for c in configs]
     task = doc.get("task") or "pneumonia3class"
+    name = re.sub(
+        r"[^A-Za-z0-9_.-]+", "-", f"{doc.get('space') or task}-{configs[0].model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    out_dir = Path(out) if out else Path("models") / name
+    if out_dir.exists() and not force:
+        raise UserError(f"--out: {out_dir} already exists; choose another folder or pass --force to replace it")
     data_info = doc.get("data") or {}
     catalog = DataCatalog(
         data,
@@ -60,63 +127,82 @@ def retrain(
         split_seed=int(data_info.get("split_seed") or 0),
         include_test=has_test_split(Path(data) if data else DEMO_DATA),
     )
-    prepared = catalog.prepare(config.image_spec)
-    both = ImageSplit(
-        np.concatenate([prepared.train.x, prepared.val.x]), np.concatenate([prepared.train.y, prepared.val.y])
+    spec = input_spec(configs)
+    prepared = catalog.prepare(spec)
+    classes = prepared.classes
+    if recipe.holdout_fraction > 0:
+        fit, held = catalog.holdout_split(spec, recipe.holdout_fraction, recipe.holdout_seed)
+    else:
+        fit = ImageSplit(
+            np.concatenate([prepared.train.x, prepared.val.x]), np.concatenate([prepared.train.y, prepared.val.y])
+        )
+        held = ImageSplit(fit.x[:0], fit.y[:0])
+    log.info(
+        "final model: %d member(s), tta %s, calibration %s, decision %s; %d images to train on, %d held out",
+        len(configs),
+        recipe.tta,
+        recipe.calibration,
+        recipe.decision,
+        len(fit),
+        len(held),
     )
-    final_data = dataclasses.replace(prepared, train=both, val=ImageSplit(both.x[:0], both.y[:0]))
-    # Normalisation statistics of everything the model trains on.
-    mean, std = channel_stats(both.x)
-    final_data = dataclasses.replace(final_data, mean=mean, std=std)
-    log.info("retraining %s on %d images (train + validation) for %d epochs", config.model, len(both), config.epochs)
     t0 = time.perf_counter()
-    result = train_trial(
-        config,
-        final_data,
-        validate=False,
-        device=device,
-        reporter=lambda m, _s: log.info(
-            "epoch %d train_loss %.4f train_acc %.4f", m["epoch"], m["train_loss"], m["train_acc"]
-        ),
-    )
+    members, histories = train_members(configs, prepared, fit, recipe.tta, device)
     train_seconds = time.perf_counter() - t0
+    dev = pick_device(device)
+    model = FinalModel(members).eval().to(dev)
+    weights = balanced_weights(fit.y, len(classes)) if recipe.decision == "balanced" else np.ones(len(classes))
 
-    metrics: dict[str, object] = {
-        "trained_on": {"images": len(both), "classes": list(prepared.classes), "epochs": config.epochs},
+    metrics: dict[str, Any] = {
+        "trained_on": {
+            "images": len(fit),
+            "held_out": len(held),
+            "classes": list(classes),
+            "epochs": [c.epochs for c in configs],
+        },
+        "recipe": recipe.to_doc(),
         "train_seconds": train_seconds,
+        "members": histories,
         "data": catalog.describe(),
         "source": {"best_config": str(Path(best_config).resolve()), "validation": doc.get("validation")},
         "provenance": provenance(),
     }
+    if len(held):
+        averaged = predict(model.average, held.x, device=dev)
+        if recipe.calibration == "temperature":
+            model.temperature.fill_(fit_temperature(averaged, torch.from_numpy(held.y)))
+        probs = predict(model, held.x, device=dev)
+        metrics["held_out"] = score(held.y, probs.numpy(), classes, decision_weights=weights)
+        metrics["held_out"]["uncalibrated"] = score(held.y, averaged.numpy(), classes, decision_weights=weights)[
+            "calibration"
+        ]
+    metrics["temperature"] = float(model.temperature)
     if prepared.test is not None and len(prepared.test):
-        mean_std = final_data.normalisation(config.pretrained)
-        prep = BatchAugment(config.augment, *mean_std, device=pick_device(device))
-        _, probs, y = evaluate(result.model, prepared.test, prep, len(prepared.classes))
-        metrics["test"] = score(y.numpy(), probs.numpy(), prepared.classes)
-        t = metrics["test"]
+        probs = predict(model, prepared.test.x, device=dev)
+        metrics["test"] = t = score(prepared.test.y, probs.numpy(), classes, decision_weights=weights)
         log.info(
-            "test split (looked at once): accuracy %.4f [%.4f, %.4f], balanced accuracy %.4f, AUROC %.4f",
+            "test split (looked at once): accuracy %.4f [%.4f, %.4f], balanced accuracy %.4f, AUROC %.4f, ECE %.4f",
             t["accuracy"]["value"],
             *t["accuracy"]["ci95"],
             t["balanced_accuracy"]["value"],
             t["auroc"]["value"],
+            t["calibration"]["ece"],
         )
     else:
         metrics["test"] = None
         log.info("the data has no test split: no test figures; score the model later with search.evaluate")
 
-    name = re.sub(
-        r"[^A-Za-z0-9_.-]+", "-", f"{doc.get('space') or task}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    out_dir = Path(out) if out else Path("models") / name
     save_model_dir(
         out_dir,
-        result.model,
-        config,
-        prepared.classes,
-        *final_data.normalisation(config.pretrained),
+        model,
+        configs,
+        classes,
+        spec,
         task=task,
+        decision_weights=weights,
+        decision_rule=recipe.decision,
         extra=metrics,
+        force=force,
     )
     return out_dir
 
@@ -126,18 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
     p.add_argument("best_config", help="best_config.json written by search.run / search.export")
     p.add_argument("--data", help="data folder (default: the bundled demo set)")
-    p.add_argument("--epochs", type=int, help="epochs to train (default: the best trial's best epoch)")
+    p.add_argument("--epochs", type=int, help="epochs to train every member (default: each trial's best epoch)")
     p.add_argument("--out", help="model directory to write (default: models/<space>-<model>-<time>)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%X")
     if args.data and not Path(args.data).expanduser().is_dir():
         raise UserError(f"--data: {args.data} is not a directory")
-    out = retrain(args.best_config, args.data, args.epochs, args.out, args.device)
+    out = retrain(args.best_config, args.data, args.epochs, args.out, args.device, args.force)
     test = json.loads((out / "metrics.json").read_text()).get("test")
     summary = {"model_dir": str(out)}
     if test:
         summary |= {k: test[k]["value"] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")}
+        summary["ece"] = test["calibration"]["ece"]
     print(json.dumps(summary))
     return 0
 

@@ -32,6 +32,7 @@ __all__ = [
     "BEST_FILE",
     "BestTrial",
     "best_trial",
+    "best_trials",
     "is_run_dir",
     "load_run_info",
     "load_trials",
@@ -193,6 +194,12 @@ class BestTrial:
 
 def best_trial(run_dir: str | Path, metric: str | None = None, mode: str | None = None) -> BestTrial:
     """Pick the trial whose best epoch scores highest on ``metric`` (default: the run's metric)."""
+    return best_trials(run_dir, 1, metric, mode)[0]
+
+
+def best_trials(run_dir: str | Path, k: int, metric: str | None = None, mode: str | None = None) -> list[BestTrial]:
+    """The ``k`` best trials with distinct configs (a config repeated with another ``seed`` counts once), best
+    first, each at its best epoch on ``metric`` (default: the run's metric)."""
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
     metric = metric or info.get("metric", "val_balanced_acc")
@@ -202,15 +209,24 @@ def best_trial(run_dir: str | Path, metric: str | None = None, mode: str | None 
     summary = summary.dropna(subset=[metric]) if metric in summary.columns else summary.iloc[0:0]
     if summary.empty:
         raise UserError(f"{run_dir}: no trial has reported {metric} yet; nothing to export")
-    top = summary.iloc[0]
-    config = {k.split("/", 1)[1]: _plain(v) for k, v in top.items() if k.startswith("config/")}
-    config = {k: v for k, v in config.items() if v is not None}
-    metrics = {
-        k: float(v)
-        for k, v in top.items()
-        if (k.startswith("val_") or k.startswith("train_")) and isinstance(v, (int, float)) and math.isfinite(v)
-    }
-    return BestTrial(str(top["trial_id"]), config, int(top["best_epoch"]), metrics, str(top["trial_dir"]))
+    chosen: list[BestTrial] = []
+    seen: set[str] = set()
+    for _, top in summary.iterrows():
+        config = {c.split("/", 1)[1]: _plain(v) for c, v in top.items() if c.startswith("config/")}
+        config = {c: v for c, v in config.items() if v is not None}
+        key = json.dumps({c: v for c, v in config.items() if c not in ("seed", "epochs")}, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        metrics = {
+            c: float(v)
+            for c, v in top.items()
+            if (c.startswith("val_") or c.startswith("train_")) and isinstance(v, (int, float)) and math.isfinite(v)
+        }
+        chosen.append(BestTrial(str(top["trial_id"]), config, int(top["best_epoch"]), metrics, str(top["trial_dir"])))
+        if len(chosen) == k:
+            break
+    return chosen
 
 
 def _plain(v: Any) -> Any:

@@ -137,10 +137,15 @@ def test_export_retrain_evaluate_round_trip(finished_run: Path, small_data: Path
         ["-m", "search.retrain", str(best), "--data", str(small_data), "--epochs", "2", "--out", str(out)], cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("weights.pt", "model.torchscript", "config.json", "labels.json", "preprocessing.json", "metrics.json"):
+    for name in ("model.torchscript", "config.json", "labels.json", "preprocessing.json", "metrics.json"):
         assert (out / name).is_file(), name
+    members = doc["final"]["members"]
+    assert all((out / "members" / str(i) / "weights.pt").is_file() for i in range(len(members)))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["trained_on"]["images"] == 210 and metrics["test"]["n"] == 75
+    # Train + validation: most to train the members on, a patient-level slice held out for the calibration.
+    trained = metrics["trained_on"]
+    assert trained["images"] + trained["held_out"] == 210 and trained["held_out"] >= 15 and metrics["test"]["n"] == 75
+    assert 0 <= metrics["test"]["calibration"]["ece"] <= 1 and metrics["temperature"] > 0
 
     proc = _run(["-m", "search.evaluate", str(out), "--data", str(small_data), "--bootstrap", "200"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -157,8 +162,8 @@ def test_export_retrain_evaluate_round_trip(finished_run: Path, small_data: Path
 
     ts = torch.jit.load(str(out / "model.torchscript"))
     prep = json.loads((out / "preprocessing.json").read_text())
-    logits = ts(torch.zeros(2, prep["channels"], prep["height"], prep["width"], dtype=torch.uint8))
-    assert logits.shape == (2, 3)
+    probs = ts(torch.zeros(2, prep["channels"], prep["height"], prep["width"], dtype=torch.uint8))
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2), atol=1e-5)
 
 
 def test_an_interrupted_search_resumes_without_losing_or_repeating_trials(small_data: Path, tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from trainables.intensity import standardise
+
 __all__ = ["TA_OPS", "AugmentConfig", "BatchAugment"]
 
 #: TrivialAugmentWide's operations (Müller & Hutter 2021), in torchvision's order.
@@ -132,6 +134,7 @@ class BatchAugment:
     """Turns a uint8 batch (B x C x H x W, on any device) into a normalised float batch, augmenting in training.
 
     ``mean`` and ``std`` are per-channel statistics in [0, 1] units. ``seed`` makes the augmentation repeatable.
+    ``intensity`` (``trainables.intensity``) standardises each image first, in training and evaluation alike.
     """
 
     def __init__(
@@ -141,8 +144,11 @@ class BatchAugment:
         std: tuple[float, ...],
         device: torch.device | str = "cpu",
         seed: int = 0,
+        intensity: str = "none",
     ) -> None:
+        standardise(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), intensity)  # validates the name
         self.config = config
+        self.intensity = intensity
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
@@ -163,6 +169,8 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
+        if self.intensity != "none":
+            x = standardise(x, self.intensity)
         if not train or not self.config.active:
             return self.normalise(x)
         return self.normalise(self.augment(x))

@@ -12,6 +12,7 @@ from typing import Any
 
 from trainables.augment import AugmentConfig
 from trainables.cache import RESIZE_POLICIES, ImageSpec
+from trainables.intensity import INTENSITY
 from trainables.models import list_models, model_info
 
 __all__ = ["CLASS_WEIGHTS", "OPTIMIZERS", "SCHEDULES", "TrialConfig"]
@@ -26,7 +27,9 @@ class TrialConfig:
     """One trial's hyperparameters. Defaults are a small, sane CPU recipe.
 
     ``width`` and ``dropout`` of ``None`` mean "the model's own default"; ``grad_clip`` of 0 turns clipping off;
-    ``image_size`` is ``"128"`` or ``"256x300"`` (height x width); ``recipe`` names a seed recipe, for reports only.
+    ``image_size`` is ``"128"`` or ``"256x300"`` (height x width); ``intensity`` standardises each image's grey
+    levels before everything else, in training, evaluation and the exported model (``trainables.intensity``);
+    ``recipe`` names a seed recipe, for reports only.
     """
 
     model: str = "tinyvgg"
@@ -54,6 +57,7 @@ class TrialConfig:
     contrast: float = 0.0
     trivial_augment: bool = False
     crop_scale: float = 1.0
+    intensity: str = "none"
     epochs: int = 10
     seed: int = 0
     recipe: str = ""
@@ -74,6 +78,7 @@ class TrialConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
         _choice("resize", self.resize, RESIZE_POLICIES)
+        _choice("intensity", self.intensity, INTENSITY)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip < 0:

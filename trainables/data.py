@@ -17,6 +17,7 @@ import numpy as np
 
 from trainables.cache import DecodedImages, ImageSpec, load_images
 from trainables.index import DatasetIndex, index_dataset, split_patients
+from trainables.intensity import intensity_stats
 
 __all__ = ["DEMO_DATA", "BrokenImagesWarning", "DataCatalog", "ImageSplit", "PreparedData"]
 
@@ -58,9 +59,14 @@ class PreparedData:
     fingerprint: str
     broken: list[str] = field(default_factory=list)
 
-    def normalisation(self, pretrained: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Dataset statistics, or ImageNet's when the backbone was pretrained on it (grey: their channel mean)."""
+    def normalisation(
+        self, pretrained: bool, intensity: str = "none"
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Training-split statistics (of the images as standardised by ``intensity``), or ImageNet's when the
+        backbone was pretrained on it (grey: their channel mean)."""
         if not pretrained:
+            if intensity != "none":
+                return intensity_stats(self.train.x, intensity, limit=512)
             return self.mean, self.std
         if self.spec.channels == 3:
             return _IMAGENET_MEAN, _IMAGENET_STD
@@ -111,6 +117,7 @@ class DataCatalog:
                 ", ".join(Path(p).name for p in self.index.skipped[:5]),
             )
         self._prepared: dict[ImageSpec, PreparedData] = {}
+        self._decoded: dict[ImageSpec, DecodedImages] = {}
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -145,12 +152,8 @@ class DataCatalog:
         if spec in self._prepared:
             return self._prepared[spec]
         decoded = self._decode(self.index, spec)
-        position = np.cumsum(decoded.ok) - 1  # row of each file in the decoded array
-
-        def split(idx: np.ndarray) -> ImageSplit:
-            keep = idx[decoded.ok[idx]]
-            return ImageSplit(decoded.array[position[keep]], self.index.labels[keep])
-
+        self._decoded[spec] = decoded
+        split = self._splitter(decoded)
         broken = list(decoded.broken)
         test = None
         if self.test_index is not None:
@@ -177,6 +180,24 @@ class DataCatalog:
         )
         self._prepared[spec] = prepared
         return prepared
+
+    def _splitter(self, decoded: DecodedImages):
+        position = np.cumsum(decoded.ok) - 1  # row of each file in the decoded array
+
+        def split(idx: np.ndarray) -> ImageSplit:
+            keep = idx[decoded.ok[idx]]
+            return ImageSplit(decoded.array[position[keep]], self.index.labels[keep])
+
+        return split
+
+    def holdout_split(self, spec: ImageSpec, fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
+        """Train + validation split again at patient level: (images to fit, ``fraction`` held out), stratified
+        and seeded like the validation split. The final model fits on the first and calibrates on the second."""
+        self.prepare(spec)
+        pool = np.union1d(self.train_idx, self.val_idx)
+        fit, held = split_patients(self.index.subset(pool), fraction, seed)
+        split = self._splitter(self._decoded[spec])
+        return split(pool[fit]), split(pool[held])
 
     def get(self, spec: ImageSpec) -> PreparedData:
         """The prepared arrays for ``spec``; decodes on a miss (logged, since inside a search it should not happen)."""

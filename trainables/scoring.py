@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["score"]
+__all__ = ["calibration", "score"]
 
 
 def _confusions(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
@@ -73,9 +73,19 @@ def _interval(point: float, samples: np.ndarray) -> dict[str, float]:
 
 
 def score(
-    y: np.ndarray, prob: np.ndarray, classes: tuple[str, ...] | list[str], *, n_boot: int = 1000, seed: int = 0
+    y: np.ndarray,
+    prob: np.ndarray,
+    classes: tuple[str, ...] | list[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    decision_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """All scores of predictions ``prob`` (N x k probabilities) against labels ``y``, with 95% bootstrap intervals."""
+    """All scores of predictions ``prob`` (N x k probabilities) against labels ``y``, with 95% bootstrap intervals.
+
+    The predicted class is ``argmax(prob x decision_weights)`` (plain argmax without weights); AUROC and calibration
+    use the probabilities themselves.
+    """
     y = np.asarray(y, dtype=np.int64)
     prob = np.asarray(prob, dtype=np.float64)
     k = len(classes)
@@ -83,7 +93,8 @@ def score(
         raise ValueError(f"probabilities have shape {prob.shape}, expected ({len(y)}, {k})")
     if len(y) == 0:
         raise ValueError("no images to score")
-    pred = prob.argmax(1)
+    weights = np.ones(k) if decision_weights is None else np.asarray(decision_weights, dtype=np.float64)
+    pred = (prob * weights).argmax(1)
     ident = np.arange(len(y))[None, :]
     rng = np.random.default_rng(seed)
     boot = rng.integers(0, len(y), size=(n_boot, len(y)))
@@ -104,5 +115,35 @@ def score(
             c: _interval(point["precision"][0, i], samples["precision"][:, i]) for i, c in enumerate(classes)
         },
         "confusion_matrix": {"rows_true_columns_predicted": list(classes), "counts": cm.tolist()},
+        "calibration": calibration(y, prob),
+        "decision_weights": weights.tolist(),
         "bootstrap": {"resamples": n_boot, "seed": seed, "interval": "percentile 95%"},
     }
+
+
+def calibration(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error of the top-class probability (torchmetrics, ``bins`` equal-width bins) and the
+    reliability curve: per bin, the mean confidence, the accuracy and the number of images."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    y = np.asarray(y, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    k = prob.shape[1]
+    ece = float(multiclass_calibration_error(torch.from_numpy(prob).float(), torch.from_numpy(y), k, n_bins=bins))
+    conf, pred = prob.max(1), prob.argmax(1)
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    curve = []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            curve.append(
+                {
+                    "bin": [b / bins, (b + 1) / bins],
+                    "confidence": float(conf[m].mean()),
+                    "accuracy": float((pred[m] == y[m]).mean()),
+                    "n": int(m.sum()),
+                }
+            )
+    nll = float(-np.log(np.clip(prob[np.arange(len(y)), y], 1e-12, None)).mean())
+    return {"ece": ece, "bins": bins, "nll": nll, "reliability": curve}

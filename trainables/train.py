@@ -221,8 +221,8 @@ def train_trial(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    mean, std = prepared.normalisation(cfg.pretrained)
-    prep = BatchAugment(cfg.augment, mean, std, device=dev, seed=cfg.seed)
+    mean, std = prepared.normalisation(cfg.pretrained, cfg.intensity)
+    prep = BatchAugment(cfg.augment, mean, std, device=dev, seed=cfg.seed, intensity=cfg.intensity)
 
     x_train, y_train = _as_tensor(prepared.train.x), torch.from_numpy(np.asarray(prepared.train.y))
     n_train = len(y_train)
