@@ -2,7 +2,8 @@
 
 Each is a plain define-by-run function that only calls ``trial.suggest_*`` and returns constants. It covers the
 architecture (every model of the profile, with its own width/dropout/pretrained/freeze choices), the optimiser,
-the batch size, the image spec (size, channels, resize policy) and the augmentation. The profile (``cpu``/``gpu``)
+the batch size, the image spec (size, channels, resize policy), per-image intensity standardisation and the
+augmentation. The profile (``cpu``/``gpu``)
 supplies the lists that depend on the machine; everything else is a constant below.
 
 Every parameter name is the ``TrialConfig`` field it sets, because Ray's ``OptunaSearch`` puts every suggested name
@@ -24,6 +25,7 @@ from optuna.trial import BaseTrial
 from spaces.profiles import Profile
 from spaces.registry import register_space
 from trainables.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
+from trainables.intensity import INTENSITY
 from trainables.models import model_info
 
 __all__ = [
@@ -115,6 +117,7 @@ def suggest_cxr_config(trial: BaseTrial, profile: Profile, pretrained_available:
         "contrast": trial.suggest_categorical("contrast", JITTERS),
         "trivial_augment": trial.suggest_categorical("trivial_augment", _BOOLS),
         "crop_scale": trial.suggest_categorical("crop_scale", CROP_SCALES),
+        "intensity": trial.suggest_categorical("intensity", INTENSITY),
     }
 
 

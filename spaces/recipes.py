@@ -52,6 +52,7 @@ _COMMON: dict[str, Any] = {
     "contrast": 0.0,
     "trivial_augment": False,
     "crop_scale": 1.0,
+    "intensity": "none",
 }
 
 #: The seed recipes as the seed projects ran them, by name (evaluation order).
