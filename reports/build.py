@@ -15,7 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from reports.collect import load_run
 from reports.pages import PLOTLY_JS, build_pages, render_page
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
 
 __all__ = ["REPORT_DIR", "build_report", "main"]
 

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.rundir import STUDY_FILE, load_run_info, load_trials, trial_summary
+from runstore.layout import STUDY_FILE, load_run_info
+from runstore.ranking import rank_trials as trial_summary
+from runstore.trials import load_trials
 
 __all__ = [
     "AUGMENT_OPS",

@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from search.errors import UserError, cli
-from search.rundir import BEST_FILE, best_trial, load_run_info
+from runstore.errors import UserError, cli
+from runstore.layout import BEST_FILE, load_run_info
+from runstore.ranking import best_trial
 
 __all__ = ["FORMAT", "export_best", "load_best_config", "main", "provenance"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search.errors import UserError
+from runstore.errors import UserError
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.models import create_model

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
 from search.export import load_best_config, provenance
 from search.modeldir import save_model_dir
 from trainables.augment import BatchAugment

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: The run directory's own files (not Tune's), copied to the storage URI; ``report`` is a folder.
 RUN_FILES = ("run.json", "study.db", "trials.csv", "best_config.json", "report")
-#: What the mirror needs of each trial folder to be read by ``search.rundir.load_trials``.
+#: What the mirror needs of each trial folder to be read by ``runstore.trials.load_trials``.
 TRIAL_FILES = ("params.json", "result.json", "error.txt")
 
 

@@ -20,7 +20,8 @@ from conftest import ROOT, write_run_json, write_trial
 
 from reports import collect as c
 from reports.build import build_report
-from search.rundir import load_trials, trial_summary
+from runstore.ranking import rank_trials
+from runstore.trials import load_trials
 
 CLASSES = ["normal", "bacterial", "viral"]
 PAGES = ["index.html", "batch_size.html", "overfitting.html", "resolution.html", "per_class.html"]
@@ -385,7 +386,7 @@ def test_search_run_builds_the_report_and_its_numbers_match_trials_csv(reported_
     data = c.load_run(run_dir)
     assert data.counts.total == csv["trial_id"].nunique() == 6
     assert data.counts.epochs == int(csv.groupby("trial_id")["epochs_done"].max().sum())
-    summary = trial_summary(load_trials(run_dir), "val_balanced_acc", "max")
+    summary = rank_trials(load_trials(run_dir), "val_balanced_acc", "max")
     lb = c.collect_leaderboard(data)
     assert lb.rows[0]["trial"] == str(summary.iloc[0]["trial_id"])
     assert lb.rows[0]["val_balanced_acc"] == pytest.approx(csv["val_balanced_acc"].max())
