@@ -30,10 +30,10 @@ from typing import Any
 
 import ray
 
-from search.run import SearchSettings, run_search
 from runstore.layout import load_run_info
 from runstore.ranking import rank_trials
 from runstore.trials import load_trials
+from search.run import SearchSettings, run_search
 
 
 def _arm(scheduler: str, args: argparse.Namespace, storage: Path) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_METRIC", "METRICS", "metric_mode"]
 
-#: What a search selects by unless told otherwise: mean per-class recall, so a rare class counts as much as a common one.
+#: What a search selects by unless told otherwise: mean per-class recall (a rare class counts as much as a common one).
 DEFAULT_METRIC = "val_balanced_acc"
 #: Validation metrics every trial reports each epoch (plus ``val_recall_<class>``); ``val_loss`` is minimised.
 METRICS = ("val_balanced_acc", "val_acc", "val_macro_f1", "val_auroc", "val_loss")

@@ -99,9 +99,7 @@ def _best_trial_of(row: pd.Series) -> BestTrial:
     return BestTrial(str(row["trial_id"]), config, int(row["best_epoch"]), metrics, str(row["trial_dir"]))
 
 
-def top_trials(
-    run_dir: str | Path, k: int, metric: str | None = None, mode: str | None = None
-) -> list[BestTrial]:
+def top_trials(run_dir: str | Path, k: int, metric: str | None = None, mode: str | None = None) -> list[BestTrial]:
     """The ``k`` best trials of a run whose configs differ (``seed`` aside), each at its best epoch.
 
     ``metric`` defaults to the run's. A trial whose config repeats a better trial's is skipped, so the list holds k
