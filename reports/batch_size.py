@@ -15,19 +15,7 @@ from reports.page import PALETTE, Page, esc, escs, layout, table
 from reports.rundata import RunData, category_key, col
 from runstore.ranking import plain
 
-__all__ = [
-    "BatchSizeStats",
-    "Curve",
-    "STALL_MARGIN",
-    "build_page",
-    "collect_batch_size",
-    "collect_learning_curves",
-    "draw_batch_lr",
-    "draw_batch_scores",
-    "draw_learning_curves",
-    "draw_lr_per_sample",
-    "draw_stalled",
-]
+__all__ = ["BatchSizeStats", "Curve", "STALL_MARGIN", "build_page", "collect_batch_size", "collect_learning_curves"]
 
 
 #: A trial "stalled" when its best validation balanced accuracy came within this much of chance (1 / classes).
@@ -128,9 +116,9 @@ def draw_batch_scores(bs: BatchSizeStats) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(
         go.Box(
+            name="spread",
             x=[str(s) for s in per["batch_size"]],
             y=list(per["score"]),
-            name="spread",
             boxpoints=False,
             fillcolor="rgba(0,0,0,0.04)",
             line={"color": "#999"},

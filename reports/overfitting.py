@@ -14,15 +14,7 @@ from plotly.subplots import make_subplots
 from reports.page import PALETTE, Page, esc, layout, table
 from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, num
 
-__all__ = [
-    "FitCurve",
-    "build_page",
-    "collect_fit_curves",
-    "collect_gap",
-    "draw_fit_curves",
-    "draw_gap",
-    "turn_epoch",
-]
+__all__ = ["FitCurve", "build_page", "collect_fit_curves", "collect_gap", "turn_epoch"]
 
 
 def turn_epoch(train_loss: list[float], val_loss: list[float]) -> int | None:

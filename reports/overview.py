@@ -32,11 +32,6 @@ __all__ = [
     "collect_importance",
     "collect_leaderboard",
     "collect_parallel",
-    "draw_asha",
-    "draw_best_vs_epochs",
-    "draw_best_vs_trials",
-    "draw_importance",
-    "draw_parallel",
 ]
 
 #: Leaderboard columns: (heading, summary column). Config first, then the scores.
@@ -389,6 +384,14 @@ def collect_asha(run: RunData) -> AshaRungs:
     )
 
 
+def _with_best_line(
+    fig: go.Figure, x: list[int], best: list[float | None], metric: str, by: str, x_title: str
+) -> go.Figure:
+    """Both best-so-far figures: the scores already drawn, then the best so far as a step line over ``x``."""
+    fig.add_trace(go.Scatter(x=x, y=best, mode="lines", name="best so far", line={"shape": "hv", "width": 3}))
+    return layout(fig, f"Best {esc(metric)} so far, {by}", xaxis_title=x_title, yaxis_title=esc(metric))
+
+
 def draw_best_vs_trials(b: BestSoFar) -> go.Figure:
     """Each trial's score in creation order (recipes as diamonds) and the best so far as a step line."""
     fig = go.Figure()
@@ -406,15 +409,7 @@ def draw_best_vs_trials(b: BestSoFar) -> go.Figure:
                     hovertemplate="trial %{x} (%{text})<br>score %{y:.4f}<extra></extra>",
                 )
             )
-    fig.add_trace(
-        go.Scatter(x=b.trial_number, y=b.trial_best, mode="lines", name="best so far", line={"shape": "hv", "width": 3})
-    )
-    return layout(
-        fig,
-        f"Best {esc(b.metric)} so far, by trial",
-        xaxis_title="trial (in the order started)",
-        yaxis_title=esc(b.metric),
-    )
+    return _with_best_line(fig, b.trial_number, b.trial_best, b.metric, "by trial", "trial (in the order started)")
 
 
 def draw_best_vs_epochs(b: BestSoFar) -> go.Figure:
@@ -431,17 +426,8 @@ def draw_best_vs_epochs(b: BestSoFar) -> go.Figure:
             hovertemplate="epoch %{x} of the search (trial %{text})<br>score %{y:.4f}<extra></extra>",
         )
     )
-    fig.add_trace(
-        go.Scatter(
-            x=b.epoch_cumulative, y=b.epoch_best, mode="lines", name="best so far", line={"shape": "hv", "width": 3}
-        )
-    )
-    return layout(
-        fig,
-        f"Best {esc(b.metric)} so far, by compute",
-        xaxis_title="epochs trained, all trials together",
-        yaxis_title=esc(b.metric),
-    )
+    x_title = "epochs trained, all trials together"
+    return _with_best_line(fig, b.epoch_cumulative, b.epoch_best, b.metric, "by compute", x_title)
 
 
 def draw_parallel(p: ParallelCoords) -> go.Figure:

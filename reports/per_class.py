@@ -13,15 +13,7 @@ from reports.page import Page, esc, escs, layout, table
 from reports.rundata import RunData
 from runstore.ranking import plain
 
-__all__ = [
-    "ClassRecall",
-    "Confusion",
-    "build_page",
-    "collect_class_recall",
-    "collect_confusion",
-    "draw_class_recall",
-    "draw_confusion",
-]
+__all__ = ["ClassRecall", "Confusion", "build_page", "collect_class_recall", "collect_confusion"]
 
 
 @dataclass
@@ -122,7 +114,6 @@ def draw_confusion(c: Confusion) -> go.Figure:
 
 def build_page(run: RunData) -> Page:
     cr = collect_class_recall(run)
-    conf = collect_confusion(run)
     page = Page(
         "per_class.html",
         "Per class",
@@ -143,6 +134,7 @@ def build_page(run: RunData) -> Page:
         figure=lambda: draw_class_recall(cr),
         table=lambda: table(["rank", "trial", *cr.classes], rows),
     )
+    conf = collect_confusion(run)
     if conf is None:
         empty = None if not has else "The best epoch has no confusion matrix."
         page.add("Confusion matrix of the best trial", has_data=False, empty=empty)

@@ -14,15 +14,7 @@ from reports.page import Page, esc, escs, layout, table
 from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, category_key
 from runstore.ranking import plain
 
-__all__ = [
-    "AugmentEffect",
-    "GroupedScores",
-    "build_page",
-    "collect_augmentation",
-    "collect_resolution",
-    "draw_augmentation",
-    "draw_grouped",
-]
+__all__ = ["AugmentEffect", "GroupedScores", "build_page", "collect_augmentation", "collect_resolution"]
 
 
 @dataclass
