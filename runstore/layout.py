@@ -24,6 +24,7 @@ __all__ = [
     "BEST_FILE",
     "REPORT_DIR",
     "RUN_FILE",
+    "RUN_FILES",
     "STUDY_FILE",
     "TRIALS_FILE",
     "is_run_dir",
@@ -37,6 +38,8 @@ STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best_config.json"
 REPORT_DIR = "report"
+#: The run directory's own files (not Ray Tune's); ``report`` is a folder.
+RUN_FILES = (RUN_FILE, STUDY_FILE, TRIALS_FILE, BEST_FILE, REPORT_DIR)
 
 
 def is_run_dir(path: Path) -> bool:
