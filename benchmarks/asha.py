@@ -30,8 +30,10 @@ from typing import Any
 
 import ray
 
+from runstore.layout import load_run_info
+from runstore.ranking import rank_trials
+from runstore.trials import load_trials
 from search.run import SearchSettings, run_search
-from search.rundir import load_run_info, load_trials, trial_summary
 
 
 def _arm(scheduler: str, args: argparse.Namespace, storage: Path) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def _arm(scheduler: str, args: argparse.Namespace, storage: Path) -> dict[str, A
     run_dir = run_search(settings)
     wall = time.perf_counter() - t0
     trials = load_trials(run_dir)
-    summary = trial_summary(trials, "val_balanced_acc")
+    summary = rank_trials(trials, "val_balanced_acc")
     epochs = int(trials.groupby("trial_id")["epochs_done"].max().sum())
     rung = load_run_info(run_dir).get("rung_metric", "") if scheduler == "asha" else "-"
     best = float(summary["val_balanced_acc"].max())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import re
 import sys
 from dataclasses import dataclass
 
@@ -26,8 +25,8 @@ import pandas as pd
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
-from search.run import METRICS
-from search.rundir import load_trials, metric_mode
+from runstore.metrics import METRICS, metric_mode
+from runstore.trials import load_trials
 
 #: Rung signals (the metrics search.run accepts) and their sign: Ray's bracket keeps the larger values, so minimised
 #: metrics are negated.
@@ -91,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     trials = load_trials(args.fifo_run).dropna(subset=["epoch"])
     curves = {tid: df.sort_values("epoch").reset_index(drop=True) for tid, df in trials.groupby("trial_id")}
-    # Tune names trial folders <trainable>_<trial id>_<index>_<params>: the index is the order trials were started in.
-    index = {
-        tid: int(m.group(1)) for tid, df in curves.items() if (m := re.search(rf"{tid}_(\d+)_", df["trial_dir"][0]))
-    }
-    order = sorted(curves, key=lambda t: index.get(t, 0))
+    order = sorted(curves, key=lambda t: int(curves[t]["order"].iloc[0]))  # the order the trials were started in
     max_t = int(max(len(df) for df in curves.values()))
     fifo_epochs = sum(len(df) for df in curves.values())
     fifo_best = float(trials["val_balanced_acc"].max())

@@ -1,7 +1,9 @@
 """HTML reports of a search: ``python -m reports.build RUN_DIR`` (see :mod:`reports.build`).
 
-``reports.collect`` reads a run directory into plain numbers per figure, ``reports.figures`` draws Plotly figures from
-them, ``reports.pages`` puts figures and tables into pages, and ``reports.build`` writes the pages.
+Cut by page, as ``optuna.visualization`` is cut by plot: ``reports.rundata`` reads the run (through ``runstore``),
+``reports.page`` holds what every page is made of, and one module per page (``overview``, ``batch_size``,
+``overfitting``, ``resolution``, ``per_class``) holds that page's data types, its collect step and its draw step.
+``reports.build`` writes the pages.
 """
 
 from __future__ import annotations

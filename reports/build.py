@@ -13,14 +13,21 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from reports.collect import load_run
-from reports.pages import PLOTLY_JS, build_pages, render_page
-from search.errors import UserError, cli
+from reports import batch_size, overfitting, overview, per_class, resolution
+from reports.page import PLOTLY_JS, Page, render_page
+from reports.rundata import RunData, load_run
+from runstore.errors import UserError, cli
+from runstore.layout import REPORT_DIR
 
-__all__ = ["REPORT_DIR", "build_report", "main"]
+__all__ = ["PAGES", "REPORT_DIR", "build_pages", "build_report", "main"]
 
-#: Default output folder inside the run directory.
-REPORT_DIR = "report"
+#: The pages in nav order, each a module with ``build_page(run) -> Page``; the first is the index.
+PAGES = (overview, batch_size, overfitting, resolution, per_class)
+
+
+def build_pages(run: RunData) -> list[Page]:
+    """Every page of the report of ``run``, in nav order."""
+    return [module.build_page(run) for module in PAGES]
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
 
 __all__ = ["build_model_report", "main", "shift_warnings"]
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
 
 __all__ = ["CHROMEDRIVER", "chrome", "chromium_missing", "main", "take_screenshots", "wait_for_plots"]
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
 from search.modeldir import load_model_dir
 from trainables.cache import load_images
 from trainables.ensemble import predict

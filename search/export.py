@@ -17,9 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
+from runstore.layout import BEST_FILE, load_run_info
+from runstore.ranking import top_trials
 from search.final import CALIBRATIONS, DECISIONS, FinalRecipe
-from search.rundir import BEST_FILE, best_trials, load_run_info
 from trainables.ensemble import TTA_MODES
 
 __all__ = ["FORMAT", "export_best", "load_best_config", "main", "provenance"]
@@ -76,7 +77,7 @@ def export_best(
     info = load_run_info(run_dir)
     if members < 1:
         raise UserError(f"--members must be >= 1, got {members}")
-    ranked = best_trials(run_dir, 4 * members + 4, metric=metric)
+    ranked = top_trials(run_dir, 4 * members + 4, metric=metric)
     if not ranked:
         raise UserError(f"{run_dir}: no trial has reported {metric or info.get('metric')} yet; nothing to export")
     best = ranked[0]

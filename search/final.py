@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from search.errors import UserError
+from runstore.errors import UserError
 from trainables.config import TrialConfig
 from trainables.ensemble import TTA_MODES
 

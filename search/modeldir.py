@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from search.errors import UserError
+from runstore.errors import UserError
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.ensemble import FinalModel, Member

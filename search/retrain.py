@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from search.errors import UserError, cli
+from runstore.errors import UserError, cli
 from search.export import load_best_config, provenance
 from search.final import FinalRecipe
 from search.modeldir import save_model_dir

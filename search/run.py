@@ -26,17 +26,11 @@ from typing import Any
 
 import pandas as pd
 
-from search.errors import UserError, cli
-from search.rundir import (
-    BEST_FILE,
-    STUDY_FILE,
-    load_run_info,
-    load_trials,
-    metric_mode,
-    trial_summary,
-    write_run_info,
-    write_trials_csv,
-)
+from runstore.errors import UserError, cli
+from runstore.layout import BEST_FILE, STUDY_FILE, load_run_info, write_run_info
+from runstore.metrics import DEFAULT_METRIC, METRICS, metric_mode
+from runstore.ranking import leaderboard, rank_trials
+from runstore.trials import load_trials, write_trials_csv
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = ["SearchInterrupted", "SearchSettings", "main", "run_search"]
@@ -48,9 +42,6 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {"num_samples": 20, "max_epochs": 12, "grace_period": 1, "reduction_factor": 4, "time_budget_s": 450.0},
     "gpu": {"num_samples": 100, "max_epochs": 30, "grace_period": 2, "reduction_factor": 4, "time_budget_s": None},
 }
-DEFAULT_METRIC = "val_balanced_acc"
-#: Validation metrics every trial reports each epoch (plus ``val_recall_<class>``); ``val_loss`` is minimised.
-METRICS = ("val_balanced_acc", "val_acc", "val_macro_f1", "val_auroc", "val_loss")
 
 
 @dataclasses.dataclass
@@ -255,13 +246,10 @@ def _cluster_has_gpus() -> bool:
 
 
 def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> str:
-    """Best trials and every seed recipe, one line each."""
-    summary = trial_summary(trials, metric, mode)
-    if summary.empty:
+    """Best trials and every seed recipe (runstore.ranking.leaderboard), one line each."""
+    shown = leaderboard(rank_trials(trials, metric, mode), top)
+    if shown.empty:
         return "no trial reported a result"
-    recipe_col = "config/recipe"
-    is_recipe = summary[recipe_col].fillna("").astype(str).ne("") if recipe_col in summary else False
-    shown = summary[(summary.index < top) | is_recipe]
     cols = [
         ("rank", 4),
         ("trial", 10),
@@ -276,7 +264,7 @@ def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> 
         ("val_auroc", 9),
     ]
     lines = ["  ".join(name.ljust(w) for name, w in cols)]
-    for rank, row in shown.iterrows():
+    for _, row in shown.iterrows():
 
         def cell(key: str, r: pd.Series = row) -> str:
             v = r.get(key)
@@ -285,7 +273,7 @@ def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> 
             return "" if v is None else str(v)
 
         values = [
-            str(rank + 1),
+            str(row["rank"]),
             str(row["trial_id"]),
             cell("config/recipe") or "-",
             cell("config/model"),

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-__all__ = ["RUN_FILES", "TRIAL_FILES", "is_uri", "pull_run_files", "pull_trial_files", "push_run_files", "run_uri"]
+from runstore.layout import RUN_FILES
+
+__all__ = ["TRIAL_FILES", "is_uri", "pull_run_files", "pull_trial_files", "push_run_files", "run_uri"]
 
 log = logging.getLogger(__name__)
 
-#: The run directory's own files (not Tune's), copied to the storage URI; ``report`` is a folder.
-RUN_FILES = ("run.json", "study.db", "trials.csv", "best_config.json", "report")
-#: What the mirror needs of each trial folder to be read by ``search.rundir.load_trials``.
+#: What the mirror needs of each trial folder to be read by ``runstore.trials.load_trials``.
 TRIAL_FILES = ("params.json", "result.json", "error.txt")
 
 

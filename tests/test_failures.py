@@ -34,7 +34,7 @@ from clusterlib import (
     wait_for,
 )
 
-from search.rundir import load_trials
+from runstore.trials import load_trials
 
 pytestmark = pytest.mark.slow
 

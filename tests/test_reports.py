@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from conftest import ROOT, write_run_json, write_trial
 
-from reports import collect as c
+from reports import batch_size, overfitting, overview, per_class, resolution, rundata
 from reports.build import build_report
-from search.rundir import load_trials, trial_summary
+from runstore.ranking import rank_trials
+from runstore.trials import load_trials
 
 CLASSES = ["normal", "bacterial", "viral"]
 PAGES = ["index.html", "batch_size.html", "overfitting.html", "resolution.html", "per_class.html"]
@@ -82,8 +83,8 @@ def synth(tmp_path: Path) -> Path:
 
 
 def test_counts_and_statuses(synth: Path) -> None:
-    run = c.load_run(synth)
-    assert run.counts == c.TrialCounts(
+    run = rundata.load_run(synth)
+    assert run.counts == rundata.TrialCounts(
         total=6, completed=2, stopped=2, failed=2, failed_before_first_epoch=1, running=0, scored=5, epochs=13
     )
     assert "6 trials (2 completed, 2 stopped early, 2 failed (1 before their first epoch))" in run.counts.describe()
@@ -91,26 +92,26 @@ def test_counts_and_statuses(synth: Path) -> None:
 
 
 def test_leaderboard_ranks_by_best_epoch_and_keeps_every_recipe(synth: Path) -> None:
-    lb = c.collect_leaderboard(c.load_run(synth), top=1)
+    lb = overview.collect_leaderboard(rundata.load_run(synth), top=1)
     # The best trial, then the seed recipe although it is outside the top 1.
     assert [r["trial"] for r in lb.rows] == ["cccc0003", "aaaa0001"]
     assert [r["rank"] for r in lb.rows] == [1, 2]
     assert lb.rows[0]["val_balanced_acc"] == pytest.approx(0.8333)
     assert lb.rows[0]["best epoch / epochs"] == "4 / 4" and lb.rows[0]["augmentation"] == "rotate, crop_scale"
     assert lb.rows[1]["recipe"] == "seed_tinyvgg@cpu" and lb.rows[1]["best epoch / epochs"] == "3 / 4"
-    full = c.collect_leaderboard(c.load_run(synth))
+    full = overview.collect_leaderboard(rundata.load_run(synth))
     assert [r["trial"] for r in full.rows] == ["cccc0003", "aaaa0001", "eeee0005", "bbbb0002", "ffff0006"]
 
 
 def test_failures_table(synth: Path) -> None:
-    failed = c.collect_failures(c.load_run(synth))
+    failed = overview.collect_failures(rundata.load_run(synth))
     assert list(failed["trial_id"]) == ["dddd0004", "eeee0005"]
     assert list(failed["epochs_done"]) == [0, 2]
     assert failed["error"].iloc[0] == "RuntimeError: CUDA out of memory"
 
 
 def test_best_so_far_by_trial_and_by_epochs(synth: Path) -> None:
-    b = c.collect_best_so_far(c.load_run(synth))
+    b = overview.collect_best_so_far(rundata.load_run(synth))
     assert b.trial_number == [1, 2, 3, 4, 5, 6]
     assert b.trial_value == pytest.approx([0.60, 0.34, 0.8333, None, 0.5, 1 / 3])
     assert b.trial_best == pytest.approx([0.60, 0.60, 0.8333, 0.8333, 0.8333, 0.8333])
@@ -123,19 +124,19 @@ def test_best_so_far_by_trial_and_by_epochs(synth: Path) -> None:
 
 
 def test_asha_rungs_and_epochs_saved(synth: Path) -> None:
-    a = c.collect_asha(c.load_run(synth))
+    a = overview.collect_asha(rundata.load_run(synth))
     assert a.rungs == [1, 2, 4]
     assert a.rung_metric == "val_balanced_acc"  # a run.json from before --rung-metric: the run's metric
     # Ended trials: 4, 2, 4, 1 epochs; the two failed ones are left out.
     assert a.reached == [4, 3, 2] and a.started == 4 and a.left_out == 2
     assert (a.epochs_trained, a.epochs_without_stopping, a.epochs_saved) == (11, 16, 5)
-    assert c.asha_rungs(1, 3, 8) == [1, 3, 8] and c.asha_rungs(2, 3, 30) == [2, 6, 18, 30]
+    assert overview.asha_rungs(1, 3, 8) == [1, 3, 8] and overview.asha_rungs(2, 3, 30) == [2, 6, 18, 30]
     with pytest.raises(ValueError, match="reduction_factor >= 2"):
-        c.asha_rungs(1, 1, 8)
+        overview.asha_rungs(1, 1, 8)
 
 
 def test_batch_size_stalls_and_lr_scaling(synth: Path) -> None:
-    bs = c.collect_batch_size(c.load_run(synth))
+    bs = batch_size.collect_batch_size(rundata.load_run(synth))
     assert "1/3 + 0.02 = 0.353" in bs.stall_rule
     per = bs.per_trial.set_index("trial_id")
     assert per.loc["bbbb0002", "stalled"] and per.loc["ffff0006", "stalled"]
@@ -146,7 +147,7 @@ def test_batch_size_stalls_and_lr_scaling(synth: Path) -> None:
     assert list(sizes["trials"]) == [2, 2, 1] and list(sizes["stalled"]) == [1, 0, 1]
     assert sizes.loc[8, "median_score"] == pytest.approx((0.34 + 0.8333) / 2)
     assert sizes.loc[32, "best_score"] == pytest.approx(0.60)
-    curves = c.collect_learning_curves(c.load_run(synth))
+    curves = batch_size.collect_learning_curves(rundata.load_run(synth))
     assert [(cv.group, cv.trial_id) for cv in curves] == [
         ("8", "bbbb0002"),
         ("8", "cccc0003"),
@@ -158,15 +159,15 @@ def test_batch_size_stalls_and_lr_scaling(synth: Path) -> None:
 
 
 def test_turn_epoch_rule() -> None:
-    assert c.turn_epoch([1.0, 0.8, 0.6, 0.4], [1.0, 0.9, 0.95, 1.1]) == 3
-    assert c.turn_epoch([1.0, 0.8, 0.6], [1.0, 0.9, 0.8]) is None  # both still falling
-    assert c.turn_epoch([1.0, 1.1, 0.9], [1.0, 1.2, 1.1]) == 3  # epoch 2 rises in both: not a turn
-    assert c.turn_epoch([1.0], [1.0]) is None
+    assert overfitting.turn_epoch([1.0, 0.8, 0.6, 0.4], [1.0, 0.9, 0.95, 1.1]) == 3
+    assert overfitting.turn_epoch([1.0, 0.8, 0.6], [1.0, 0.9, 0.8]) is None  # both still falling
+    assert overfitting.turn_epoch([1.0, 1.1, 0.9], [1.0, 1.2, 1.1]) == 3  # epoch 2 rises in both: not a turn
+    assert overfitting.turn_epoch([1.0], [1.0]) is None
 
 
 def test_overfitting_curves_and_gap(synth: Path) -> None:
-    run = c.load_run(synth)
-    curves = c.collect_fit_curves(run)
+    run = rundata.load_run(synth)
+    curves = overfitting.collect_fit_curves(run)
     assert [(cv.trial_id, cv.role) for cv in curves] == [
         ("cccc0003", "best"),
         ("bbbb0002", "worst"),
@@ -174,7 +175,7 @@ def test_overfitting_curves_and_gap(synth: Path) -> None:
     ]
     recipe = curves[2]
     assert recipe.turn_epoch == 3 and recipe.val_loss == [1.0, 0.9, 0.95, 1.1]
-    gap = c.collect_gap(run).set_index("trial_id")
+    gap = overfitting.collect_gap(run).set_index("trial_id")
     assert gap.loc["aaaa0001", "gap"] == pytest.approx(0.9 - 0.55)
     assert gap.loc["aaaa0001", "augment_ops"] == 2 and gap.loc["aaaa0001", "turn_epoch"] == 3
     assert gap.loc["cccc0003", "gap"] == pytest.approx(0.95 - 0.85)
@@ -184,13 +185,13 @@ def test_overfitting_curves_and_gap(synth: Path) -> None:
 
 
 def test_resolution_groups_by_pixels_and_augmentation_on_off(synth: Path) -> None:
-    run = c.load_run(synth)
-    size, channels, resize = c.collect_resolution(run)
+    run = rundata.load_run(synth)
+    size, channels, resize = resolution.collect_resolution(run)
     # Ordered by pixel count (64x64 < 96x112 < 128x128), not alphabetically.
     assert size.groups == ["64", "96x112", "128"]
     assert sorted(size.trials[0]) == ["aaaa0001", "bbbb0002", "eeee0005"]
     assert size.scores[1] == pytest.approx([0.8333]) and channels.groups == ["1"] and resize.groups == ["stretch"]
-    effects = {e.op: e for e in c.collect_augmentation(run)}
+    effects = {e.op: e for e in resolution.collect_augmentation(run)}
     assert effects["hflip"].on == pytest.approx([0.60]) and len(effects["hflip"].off) == 4
     assert effects["crop_scale"].on == pytest.approx([0.8333])
     assert effects["rotate"].difference == pytest.approx(0.8333 - (0.60 + 0.5 + 0.34 + 1 / 3) / 4)
@@ -198,18 +199,18 @@ def test_resolution_groups_by_pixels_and_augmentation_on_off(synth: Path) -> Non
 
 
 def test_per_class_recall_and_confusion_of_the_best_epoch(synth: Path) -> None:
-    run = c.load_run(synth)
-    cr = c.collect_class_recall(run, top=2)
+    run = rundata.load_run(synth)
+    cr = per_class.collect_class_recall(run, top=2)
     assert cr.classes == CLASSES and cr.trial_id == ["cccc0003", "aaaa0001"]
     assert cr.recall[0] == pytest.approx([1.0, 0.75, 0.75])
-    conf = c.collect_confusion(run)
+    conf = per_class.collect_confusion(run)
     assert conf is not None and (conf.trial_id, conf.epoch) == ("cccc0003", 4)
     assert conf.counts == [[4, 0, 0], [0, 3, 1], [0, 1, 3]]
     assert conf.row_share[1] == pytest.approx([0, 0.75, 0.25])
 
 
 def test_parallel_coordinates_axes(synth: Path) -> None:
-    par = c.collect_parallel(c.load_run(synth))
+    par = overview.collect_parallel(rundata.load_run(synth))
     axes = {d.label: d for d in par.dimensions}
     assert par.trial_id == ["aaaa0001", "bbbb0002", "cccc0003", "eeee0005", "ffff0006"]
     assert axes["batch_size"].values == [32, 8, 8, 32, 128]
@@ -244,18 +245,18 @@ def test_importance_keeps_lr_whose_range_depends_on_the_optimizer(synth: Path) -
     # The value depends on lr only; batch size and optimizer are noise.
     rows = [("sgd" if i % 2 else "adam", 10 ** (-3 + i / 9), [8, 32][i % 3 == 0], 0.3 + 0.05 * i) for i in range(10)]
     _study(synth, "synth", rows)
-    imp = c.collect_importance(c.load_run(synth))
+    imp = overview.collect_importance(rundata.load_run(synth))
     assert imp.reason is None and imp.n_trials == 10
     assert set(imp.params) == {"lr", "optimizer", "batch_size"} and imp.params[0] == "lr"
     assert sum(imp.importances) == pytest.approx(1.0)
 
 
 def test_importance_says_why_when_it_cannot_be_computed(synth: Path) -> None:
-    imp = c.collect_importance(c.load_run(synth))
+    imp = overview.collect_importance(rundata.load_run(synth))
     assert imp.reason == "no Optuna study in this run (study.db is missing)" and imp.params == []
     assert not (synth / "study.db").exists()  # reading the report must not create a study
     _study(synth, "synth", [("adam", 1e-3, 8, 0.5)])
-    imp = c.collect_importance(c.load_run(synth))
+    imp = overview.collect_importance(rundata.load_run(synth))
     assert imp.reason == "needs at least 2 finished trials in the Optuna study; it has 1"
     html = (build_report(synth).parent / "index.html").read_text()
     assert "Importance not available: needs at least 2 finished trials" in html
@@ -282,11 +283,11 @@ def test_one_trial_run(tmp_path: Path) -> None:
     run = write_run_json(tmp_path / "one", "one", CLASSES)
     write_trial(run, "aaaa0001", 1, {}, _epochs([0.5, 0.6, 0.55, 0.58], [1, 2, 3, 4]))
     _study(run, "one", [("adam", 1e-3, 8, 0.58)])
-    data = c.load_run(run)
-    assert c.collect_best_so_far(data).trial_best == [0.6]
-    assert c.collect_asha(data).reached == [1, 1, 1]
-    assert c.collect_importance(data).reason == "needs at least 2 finished trials in the Optuna study; it has 1"
-    par = c.collect_parallel(data)
+    data = rundata.load_run(run)
+    assert overview.collect_best_so_far(data).trial_best == [0.6]
+    assert overview.collect_asha(data).reached == [1, 1, 1]
+    assert overview.collect_importance(data).reason == "needs at least 2 finished trials in the Optuna study; it has 1"
+    par = overview.collect_parallel(data)
     assert [d.label for d in par.dimensions] == ["val_balanced_acc"]  # nothing varied
     index = build_report(run)
     assert index == run / "report" / "index.html"
@@ -299,10 +300,10 @@ def test_run_still_going(tmp_path: Path) -> None:
     write_trial(run, "aaaa0001", 1, {}, _epochs([0.5, 0.6, 0.55, 0.58], [1, 2, 3, 4]))
     write_trial(run, "bbbb0002", 2, {}, _epochs([0.4, 0.45], [5, 6]), truncated=True)
     write_trial(run, "cccc0003", 3, {}, [])
-    data = c.load_run(run)
+    data = rundata.load_run(run)
     assert (data.counts.total, data.counts.completed, data.counts.running, data.counts.scored) == (3, 1, 2, 2)
-    assert c.collect_best_so_far(data).epoch_cumulative == [1, 2, 3, 4, 5, 6]
-    a = c.collect_asha(data)
+    assert overview.collect_best_so_far(data).epoch_cumulative == [1, 2, 3, 4, 5, 6]
+    a = overview.collect_asha(data)
     assert a.started == 1 and a.left_out == 2  # running trials are not counted as saved epochs
     index = build_report(run)
     text = index.read_text()
@@ -382,27 +383,27 @@ def test_search_run_builds_the_report_and_its_numbers_match_trials_csv(reported_
     assert all((index.parent / p).is_file() for p in PAGES)
 
     csv = pd.read_csv(run_dir / "trials.csv")
-    data = c.load_run(run_dir)
+    data = rundata.load_run(run_dir)
     assert data.counts.total == csv["trial_id"].nunique() == 6
     assert data.counts.epochs == int(csv.groupby("trial_id")["epochs_done"].max().sum())
-    summary = trial_summary(load_trials(run_dir), "val_balanced_acc", "max")
-    lb = c.collect_leaderboard(data)
+    summary = rank_trials(load_trials(run_dir), "val_balanced_acc", "max")
+    lb = overview.collect_leaderboard(data)
     assert lb.rows[0]["trial"] == str(summary.iloc[0]["trial_id"])
     assert lb.rows[0]["val_balanced_acc"] == pytest.approx(csv["val_balanced_acc"].max())
     assert {r["recipe"] for r in lb.rows if r["recipe"]} == set(csv["config/recipe"].dropna())
-    b = c.collect_best_so_far(data)
+    b = overview.collect_best_so_far(data)
     assert b.epoch_cumulative[-1] == csv["val_balanced_acc"].notna().sum()
     assert b.epoch_best[-1] == pytest.approx(csv["val_balanced_acc"].max())
-    a = c.collect_asha(data)
+    a = overview.collect_asha(data)
     per_trial = csv.groupby("trial_id")["epochs_done"].max()
     assert a.rungs == [1, 2, 3] and a.reached[0] == (per_trial >= 1).sum() and a.reached[-1] == (per_trial == 3).sum()
     assert a.epochs_saved == 6 * 3 - per_trial.sum()
-    conf = c.collect_confusion(data)
+    conf = per_class.collect_confusion(data)
     best = csv[csv["trial_id"] == lb.rows[0]["trial"]]
     best_row = best.loc[best["val_balanced_acc"].idxmax()]
     assert conf is not None and conf.counts == json.loads(best_row["val_confusion"])
     assert sum(map(sum, conf.counts)) == 42  # the slice's validation split
-    imp = c.collect_importance(data)
+    imp = overview.collect_importance(data)
     assert imp.reason is None and "lr" in imp.params and sum(imp.importances) == pytest.approx(1.0)
-    bs = c.collect_batch_size(data)
+    bs = batch_size.collect_batch_size(data)
     assert bs.per_size["trials"].sum() == data.counts.scored

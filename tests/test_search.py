@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from search.rundir import load_trials
+from runstore.trials import load_trials
 from trainables.data import DEMO_DATA
 
 pytestmark = pytest.mark.slow
@@ -99,10 +99,8 @@ def test_seed_recipes_are_evaluated_first(finished_run: Path) -> None:
     recipes = first["config/recipe"].fillna("").astype(str)
     names = {r.split("@")[0] for r in recipes if r}
     assert {"seed_tinyvgg", "seed_resnet50_frozen", "seed_resnet50_onecycle", "seed_alexnet_gray"} <= names
-    # Tune numbers trials in the order they were created: the recipes are the first four.
-    order = sorted(first["trial_dir"], key=lambda d: int(d.split("_")[3]))
-    by_dir = dict(zip(first["trial_dir"], recipes))
-    assert all(by_dir[d] for d in order[:4])
+    # Tune numbers trials in the order they were created (the ``order`` column): the recipes are the first four.
+    assert all(first.sort_values("order")["config/recipe"].fillna("").astype(str).iloc[:4])
 
 
 def test_asha_stops_weak_trials_early(finished_run: Path) -> None:

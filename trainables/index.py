@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runstore.errors import UserError
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "TASKS",
@@ -52,7 +54,7 @@ _EXPECTED = (
 )
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(ValueError, UserError):
     """The data folder is not laid out as expected; the message names the path and the expected layout."""
 
 

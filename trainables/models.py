@@ -34,6 +34,8 @@ import torchvision
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from runstore.errors import UserError
+
 __all__ = [
     "OPTIONAL_KWARGS",
     "MIN_IMAGE_SIZE",
@@ -72,7 +74,7 @@ class ModelInfo:
     supports: frozenset[str]
 
 
-class PretrainedWeightsMissing(FileNotFoundError):
+class PretrainedWeightsMissing(FileNotFoundError, UserError):
     """ImageNet weights are not in the local torch hub cache (this machine cannot download them)."""
 
     def __init__(self, model_name: str, path: Path, url: str) -> None:

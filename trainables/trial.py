@@ -12,10 +12,10 @@ import logging
 import sys
 from typing import Any
 
+from runstore.errors import UserError, cli
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog
-from trainables.index import TASKS, DataLayoutError
-from trainables.models import PretrainedWeightsMissing
+from trainables.index import TASKS
 from trainables.train import NonFiniteLossError, train_trial
 
 __all__ = ["main", "parse_assignments"]
@@ -35,6 +35,7 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainables.trial", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="Kaggle-layout or class-folder data set (default: the bundled demo set)")
@@ -47,17 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = TrialConfig.from_dict(parse_assignments(args.settings))
         catalog = DataCatalog(args.data, args.task, val_fraction=args.val_fraction)
-    except (ValueError, DataLayoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # a bad key=value or data folder (DataLayoutError is one): the user's to fix
+        raise UserError(str(exc)) from exc
     print(json.dumps({"data": catalog.describe(), "config": config.to_dict()}), flush=True)
     try:
         train_trial(
             config, catalog, reporter=lambda metrics, state: print(json.dumps(metrics), flush=True), device=args.device
         )
-    except (PretrainedWeightsMissing, NonFiniteLossError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except NonFiniteLossError as exc:  # the config diverges (e.g. too high a learning rate): the user's to change
+        raise UserError(str(exc)) from exc
     return 0
 
 

@@ -1,7 +1,8 @@
 """User errors: one line on stderr, exit code 2, no traceback.
 
-Commands raise :class:`UserError` (or one of the library's input errors) for anything the user can fix: a wrong flag,
-a missing file, a data folder in the wrong layout. :func:`cli` turns those into the one-line message.
+Commands raise :class:`UserError` (or a subclass, such as the library's data-layout and missing-weights errors) for
+anything the user can fix: a wrong flag, a missing file, a data folder in the wrong layout. :func:`cli` turns those
+into the one-line message.
 """
 
 from __future__ import annotations
@@ -9,9 +10,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-
-from trainables.index import DataLayoutError
-from trainables.models import PretrainedWeightsMissing
 
 __all__ = ["EXIT_USAGE", "UserError", "cli"]
 
@@ -22,9 +20,6 @@ class UserError(Exception):
     """Something the user gave is wrong; the message says what and what was expected."""
 
 
-_USER_ERRORS = (UserError, DataLayoutError, PretrainedWeightsMissing)
-
-
 def cli(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Wrap a ``main(argv) -> exit code`` so user errors print ``error: ...`` and return 2."""
 
@@ -32,7 +27,7 @@ def cli(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None],
     def wrapper(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
-        except _USER_ERRORS as exc:
+        except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:

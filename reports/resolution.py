@@ -1,0 +1,165 @@
+"""The resolution and augmentation page: scores by image size, channels and resize policy, and with each
+augmentation op on and off; each figure's data type, its collect step and its draw step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import plotly.graph_objects as go
+
+from reports.page import Page, esc, escs, layout, table
+from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, category_key
+from runstore.ranking import plain
+
+__all__ = ["AugmentEffect", "GroupedScores", "build_page", "collect_augmentation", "collect_resolution"]
+
+
+@dataclass
+class GroupedScores:
+    """Scores of trials grouped by one config value (``groups`` in display order, ``scores`` / ``trials`` per group)."""
+
+    factor: str
+    groups: list[str]
+    scores: list[list[float]]
+    trials: list[list[str]]
+
+
+def _grouped(run: RunData, factor: str) -> GroupedScores:
+    s = run.scored
+    col = f"config/{factor}"
+    if s.empty or col not in s.columns:
+        return GroupedScores(factor, [], [], [])
+    text = s[col].map(lambda v: "none" if plain(v) is None else str(plain(v)))
+    groups = sorted(text.unique(), key=category_key)
+    return GroupedScores(
+        factor,
+        groups,
+        [[float(v) for v in s.loc[text == g, run.metric]] for g in groups],
+        [[str(v) for v in s.loc[text == g, "trial_id"]] for g in groups],
+    )
+
+
+def collect_resolution(run: RunData) -> list[GroupedScores]:
+    """Scores by image size (ordered by pixel count), channels and resize policy."""
+    return [_grouped(run, f) for f in ("image_size", "channels", "resize")]
+
+
+@dataclass
+class AugmentEffect:
+    """Scores of trials with one augmentation op on and off."""
+
+    op: str
+    rule: str
+    on: list[float]
+    off: list[float]
+
+    @property
+    def difference(self) -> float | None:
+        """Mean on minus mean off; None unless both sides have trials."""
+        if not self.on or not self.off:
+            return None
+        return float(np.mean(self.on) - np.mean(self.off))
+
+
+def collect_augmentation(run: RunData) -> list[AugmentEffect]:
+    """For each op in :data:`AUGMENT_OPS`: the scores of scored trials that had it on, and of those that had it off."""
+    s = run.scored
+    ops_on = [set(augment_ops_on(r)) for _, r in s.iterrows()]
+    scores = [float(v) for v in s[run.metric]] if not s.empty else []
+    return [
+        AugmentEffect(
+            op,
+            rule,
+            [v for v, on in zip(scores, ops_on) if op in on],
+            [v for v, on in zip(scores, ops_on) if op not in on],
+        )
+        for op, rule in AUGMENT_OPS.items()
+    ]
+
+
+def draw_grouped(g: GroupedScores, metric: str) -> go.Figure:
+    fig = go.Figure()
+    for group, scores, trials in zip(g.groups, g.scores, g.trials):
+        fig.add_trace(
+            go.Box(
+                x=[esc(group)] * len(scores),
+                y=scores,
+                name=esc(group),
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+                text=escs(trials),
+                hovertemplate=f"{esc(g.factor)} %{{x}}, trial %{{text}}<br>score %{{y:.4f}}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    fig.update_xaxes(type="category", title=esc(g.factor))
+    return layout(fig, f"{esc(metric)} by {esc(g.factor)}", yaxis_title=esc(metric), height=380)
+
+
+def draw_augmentation(effects: list[AugmentEffect], metric: str) -> go.Figure:
+    fig = go.Figure()
+    for side, color in (("on", "#1f77b4"), ("off", "#bbbbbb")):
+        xs: list[str] = []
+        ys: list[float] = []
+        for e in effects:
+            values = e.on if side == "on" else e.off
+            xs += [esc(e.rule)] * len(values)
+            ys += values
+        fig.add_trace(
+            go.Box(
+                x=xs,
+                y=ys,
+                name=side,
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+                marker={"color": color},
+                line={"color": color if side == "on" else "#777"},
+                hovertemplate=f"%{{x}} {side}<br>score %{{y:.4f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(boxmode="group")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=[esc(e.rule) for e in effects])
+    return layout(fig, f"{esc(metric)} with each augmentation op on and off", yaxis_title=esc(metric))
+
+
+def build_page(run: RunData) -> Page:
+    page = Page(
+        "resolution.html",
+        "Resolution and augmentation",
+        "Do larger images, colour channels, the resize policy, or any single augmentation op raise the score?",
+        fed=run.scored_note,
+        nothing=f"No trial has reported {run.metric} yet.",
+    )
+    for g in collect_resolution(run):
+        note = f"{run.score_definition} One box per value of {g.factor}"
+        note += ", ordered by pixel count." if g.factor == "image_size" else "."
+        if len(g.groups) == 1:
+            note += f" Every trial in this run used {g.factor} = {g.groups[0]}."
+        page.add(f"Score by {g.factor}", note, has_data=bool(g.groups), figure=partial(draw_grouped, g, run.metric))
+    effects = collect_augmentation(run)
+    rows = [
+        {
+            "op": e.op,
+            "on when": e.rule,
+            "trials on": len(e.on),
+            "mean on": sum(e.on) / len(e.on) if e.on else None,
+            "trials off": len(e.off),
+            "mean off": sum(e.off) / len(e.off) if e.off else None,
+            "on − off": e.difference,
+        }
+        for e in effects
+    ]
+    page.add(
+        "Each augmentation op on and off",
+        f"{run.score_definition} Trials differ in more than the one op, so a difference here is a hint, not a "
+        "controlled comparison.",
+        has_data=any(e.on or e.off for e in effects),
+        figure=lambda: draw_augmentation(effects, run.metric),
+        table=lambda: table(["op", "on when", "trials on", "mean on", "trials off", "mean off", "on − off"], rows),
+    )
+    return page
