@@ -20,6 +20,7 @@ from typing import Any
 from runstore.errors import UserError, cli
 from runstore.layout import BEST_FILE, load_run_info
 from runstore.ranking import top_trials
+from runstore.trials import load_trials
 from search.final import CALIBRATIONS, DECISIONS, FinalRecipe
 from trainables.ensemble import TTA_MODES
 
@@ -70,9 +71,12 @@ def export_best(
     tta: str | None = None,
     calibration: str | None = None,
     decision: str | None = None,
+    member_budget: float = FinalRecipe.MEMBER_BUDGET,
 ) -> Path:
-    """Write the best trial of ``run_dir`` and the recipe of its final model (the ``members`` best distinct configs
-    that share its resize policy, and how to combine them) to ``out`` (default ``RUN_DIR/best_config.json``)."""
+    """Write the best trial of ``run_dir`` and the recipe of its final model to ``out`` (default
+    ``RUN_DIR/best_config.json``): the ``members`` best distinct configs that share the best one's resize policy and
+    whose training, at the pace their trials trained in the search, adds up to at most ``member_budget`` seconds
+    (the best trial is always a member), and how to combine them."""
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
     if members < 1:
@@ -82,7 +86,16 @@ def export_best(
         raise UserError(f"{run_dir}: no trial has reported {metric or info.get('metric')} yet; nothing to export")
     best = ranked[0]
     resize = best.config.get("resize", "stretch")
-    chosen = [t for t in ranked if t.config.get("resize", "stretch") == resize][:members]
+    seconds = _epoch_seconds(run_dir)
+    chosen, cost = [], 0.0
+    for t in ranked:
+        estimate = seconds.get(t.trial_id, 0.0) * max(1, t.best_epoch)
+        if t.config.get("resize", "stretch") != resize or (chosen and cost + estimate > member_budget):
+            continue
+        chosen.append(t)
+        cost += estimate
+        if len(chosen) == members:
+            break
     config = dict(best.config)
     config["epochs"] = max(1, best.best_epoch)
     defaults = FinalRecipe(members=[config])
@@ -125,6 +138,14 @@ def export_best(
     return out
 
 
+def _epoch_seconds(run_dir: Path) -> dict[str, float]:
+    """Median seconds an epoch per trial, as the search measured them."""
+    trials = load_trials(run_dir)
+    if trials.empty or "epoch_seconds" not in trials.columns:
+        return {}
+    return {str(k): float(v) for k, v in trials.groupby("trial_id")["epoch_seconds"].median().dropna().items()}
+
+
 def load_best_config(path: str | Path) -> dict[str, Any]:
     """Read a best_config.json; anything that is not one of ours is a clear error."""
     path = Path(path)
@@ -151,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         default=FinalRecipe.DEFAULT_MEMBERS,
         help="distinct configs averaged in the final model (default: %(default)s; 1: the best trial alone)",
     )
+    p.add_argument(
+        "--member-budget",
+        type=float,
+        default=FinalRecipe.MEMBER_BUDGET,
+        help="most seconds of member training, at the search's pace, the final model may take (default: %(default)s)",
+    )
     p.add_argument("--tta", choices=TTA_MODES, help=f"test-time augmentation (default: {FinalRecipe.tta})")
     p.add_argument("--calibration", choices=CALIBRATIONS, help=f"default: {FinalRecipe.calibration}")
     p.add_argument("--decision", choices=DECISIONS, help=f"default: {FinalRecipe.decision}")
@@ -163,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         tta=args.tta,
         calibration=args.calibration,
         decision=args.decision,
+        member_budget=args.member_budget,
     )
     doc = json.loads(path.read_text())
     v = doc["validation"]

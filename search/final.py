@@ -37,6 +37,9 @@ class FinalRecipe:
 
     #: How many distinct configurations ``search.export`` puts in a final model by default.
     DEFAULT_MEMBERS = 3
+    #: Seconds of member training (at the pace the search measured) beyond which export adds no further member, so
+    #: that a default final model on 2 CPU cores is built within about 15 minutes.
+    MEMBER_BUDGET = 600.0
 
     def __post_init__(self) -> None:
         if not self.members:

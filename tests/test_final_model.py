@@ -150,8 +150,10 @@ def _fake_run(run_dir: Path) -> Path:
         "d": ({"model": "tinyvgg", "lr": 0.004, "resize": "pad"}, [0.66]),  # another resize policy
         "e": ({"model": "alexnet_gray", "lr": 0.003}, [0.4, 0.62]),
     }
+    seconds = {"a": 5.0, "b": 100.0, "c": 5.0, "d": 5.0, "e": 10.0}
     for i, (tid, (config, curve)) in enumerate(scores.items()):
-        write_trial(run_dir, tid, i + 1, config, [{"val_balanced_acc": v, "val_loss": 1 - v} for v in curve])
+        epochs = [{"val_balanced_acc": v, "val_loss": 1 - v, "epoch_seconds": seconds[tid]} for v in curve]
+        write_trial(run_dir, tid, i + 1, config, epochs)
     return run_dir
 
 
@@ -166,6 +168,9 @@ def test_export_puts_the_best_distinct_configs_of_one_resize_policy_in_the_final
     recipe = FinalRecipe.from_best_config(doc, "x")
     assert recipe.tta == FinalRecipe.tta and recipe.decision == FinalRecipe.decision
     assert len(recipe.configs()) == 3
+    # b would take 2 x 100 s at the search's pace: over a 100 s budget, so the next one in line joins instead.
+    cheap = json.loads(export_best(run_dir, tmp_path / "cheap.json", members=3, member_budget=100).read_text())
+    assert [m["trial"] for m in cheap["final"]["members"]] == ["c", "e"]
     one = json.loads(export_best(run_dir, tmp_path / "one.json", members=1, tta="hflip").read_text())
     assert len(one["final"]["members"]) == 1 and one["final"]["tta"] == "hflip"
 
