@@ -4,7 +4,8 @@ Ray Tune writes its own files (trial folders with ``result.json`` and checkpoint
 ``--resume`` restores) straight to ``<storage>/<name>``, from the driver and from every worker node. This project's
 files are written by the driver to a local mirror, ``runs/<name>`` under the current directory (SQLite needs a local
 file for the Optuna study), and copied to ``<storage>/<name>`` next to Tune's: when the run starts (``run.json``,
-``study.db``), when it is interrupted and when it ends (also ``trials.csv``, ``best_config.json`` and ``report/``).
+``study.db``), when it is interrupted and when it ends (also ``trials.csv``, ``best_config.json``, ``report/`` and
+the full log, ``search.log``).
 Before the driver writes ``trials.csv`` it pulls each trial's ``params.json``, ``result.json`` and ``error.txt``
 down into the mirror, so the mirror reads like a local run directory. Checkpoints are never copied down.
 
@@ -22,7 +23,7 @@ __all__ = ["RUN_FILES", "TRIAL_FILES", "is_uri", "pull_run_files", "pull_trial_f
 log = logging.getLogger(__name__)
 
 #: The run directory's own files (not Tune's), copied to the storage URI; ``report`` is a folder.
-RUN_FILES = ("run.json", "study.db", "trials.csv", "best_config.json", "report")
+RUN_FILES = ("run.json", "study.db", "trials.csv", "best_config.json", "report", "search.log")
 #: What the mirror needs of each trial folder to be read by ``search.rundir.load_trials``.
 TRIAL_FILES = ("params.json", "result.json", "error.txt")
 
