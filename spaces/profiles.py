@@ -19,6 +19,7 @@ from trainables.registry import Registry
 
 __all__ = ["CPU", "GPU", "PROFILES", "Profile", "check_pretrained_available", "get_profile"]
 
+
 @dataclass(frozen=True)
 class Profile:
     """The choices a space may propose on one kind of machine.
