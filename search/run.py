@@ -240,31 +240,16 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose
     with console_for(run_dir / LOG_FILE, verbose=verbose) as console:
         if not verbose:
             console.line(f"search {s.space} -> {uri or run_dir}  (full log: {run_dir / LOG_FILE})")
-        return _search(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
+        # Tune warns on every checkpoint of short trials that snapshotting is frequent; it is, by design (every epoch).
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        started_ray = _start_ray(s.address)
+        try:
+            return _search_on_ray(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
+        finally:
+            if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
+                import ray
 
-
-def _search(
-    s: SearchSettings,
-    task: str,
-    catalog: Any,
-    run_dir: Path,
-    storage_path: str,
-    uri: str | None,
-    started: datetime,
-    resume_dir: Path | None,
-    console: Any,
-) -> Path:
-    """The search itself, with the console set up: start Ray, resolve, decode the data, build the Tuner, fit."""
-    import ray
-
-    # Tune warns on every checkpoint of short trials that snapshotting is frequent; it is, by design (every epoch).
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started_ray = _start_ray(s.address)
-    try:
-        return _search_on_ray(s, task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
-    finally:
-        if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
-            ray.shutdown()
+                ray.shutdown()
 
 
 def _search_on_ray(
