@@ -35,29 +35,23 @@ def _feed(scheduler, *results: tuple[Trial, int, dict[str, float]]) -> list[str]
     return [scheduler.on_trial_result(None, t, _epoch(t, e, **m)) for t, e, m in results]
 
 
-def test_asha_stops_at_its_rung_on_the_rung_metric_not_the_search_metric() -> None:
-    scheduler, tuner_metric, tuner_mode = make_scheduler(_resolved())
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({}, [CONTINUE, STOP]), ({"rung_metric": "val_balanced_acc"}, [CONTINUE, CONTINUE])],
+    ids=["default-rungs-on-auroc", "rungs-on-balanced-acc"],
+)
+def test_asha_compares_trials_at_its_rung_on_the_rung_metric_not_the_search_metric(flags: dict, expected: list) -> None:
+    scheduler, tuner_metric, tuner_mode = make_scheduler(_resolved(**flags))
     assert (tuner_metric, tuner_mode) == (None, None), "Tune refuses a metric on both the Tuner and ASHA"
     learning, majority = Trial("__fake", stub=True), Trial("__fake", stub=True)
     # After epoch 1 the first trial still answers the majority class (balanced accuracy 1/3) but ranks images well;
-    # the second has the better balanced accuracy and the worse AUROC. ASHA (rungs on AUROC) keeps the first.
+    # the second has the better balanced accuracy and the worse AUROC. Rungs on AUROC keep the first, stop the second.
     decisions = _feed(
         scheduler,
         (learning, 1, {"val_auroc": 0.90, "val_balanced_acc": 0.33}),
         (majority, 1, {"val_auroc": 0.60, "val_balanced_acc": 0.80}),
     )
-    assert decisions == [CONTINUE, STOP]
-
-
-def test_rung_metric_flag_changes_what_asha_compares() -> None:
-    scheduler, _, _ = make_scheduler(_resolved(rung_metric="val_balanced_acc"))
-    learning, majority = Trial("__fake", stub=True), Trial("__fake", stub=True)
-    decisions = _feed(
-        scheduler,
-        (learning, 1, {"val_auroc": 0.90, "val_balanced_acc": 0.33}),
-        (majority, 1, {"val_auroc": 0.60, "val_balanced_acc": 0.80}),
-    )
-    assert decisions == [CONTINUE, CONTINUE]
+    assert decisions == expected
 
 
 def test_a_loss_is_minimised_at_the_rungs() -> None:
