@@ -24,6 +24,7 @@ __all__ = [
     "BEST_FILE",
     "REPORT_DIR",
     "RUN_FILE",
+    "LOG_FILE",
     "RUN_FILES",
     "STUDY_FILE",
     "TRIALS_FILE",
@@ -38,8 +39,10 @@ STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best_config.json"
 REPORT_DIR = "report"
+#: The search's full log (Ray's and the driver's output; the console shows a summary).
+LOG_FILE = "search.log"
 #: The run directory's own files (not Ray Tune's); ``report`` is a folder.
-RUN_FILES = (RUN_FILE, STUDY_FILE, TRIALS_FILE, BEST_FILE, REPORT_DIR)
+RUN_FILES = (RUN_FILE, STUDY_FILE, TRIALS_FILE, BEST_FILE, REPORT_DIR, LOG_FILE)
 
 
 def is_run_dir(path: Path) -> bool:

@@ -1,13 +1,10 @@
-"""``python -m search.run --space pneumonia3class``: the hyperparameter search, end to end.
+"""``python -m search.run --space pneumonia3class``: the hyperparameter search, end to end (CLI and orchestration).
 
-Ray Tune runs the trials (``Tuner`` + ``ASHAScheduler`` on epochs + ``ConcurrencyLimiter``), Optuna proposes them
-(``OptunaSearch``: TPE, seeded, define-by-run over the space function, the study stored in SQLite inside the run
-directory), the seed recipes are queued first so every run measures itself against them. The data set is indexed,
-split and decoded once, here, at every image spec the space can ask for, then put into Ray's object store once; every
-trial on every node reads that shared copy.
-
-The run ends by writing ``trials.csv`` and ``best_config.json`` and printing a leaderboard. ``--resume RUN_DIR``
-continues an interrupted run with every finished trial kept.
+The flags resolve to a search on this hardware (:mod:`search.settings`), :mod:`search.tuner` builds Ray Tune's
+``Tuner`` (Optuna TPE proposing, ASHA stopping, the seed recipes first), the data set is indexed, split and decoded
+once here and shared through Ray's object store. The console shows a status line (:mod:`search.console`); the run ends
+with ``trials.csv``, ``best_config.json``, the report and a leaderboard. ``--resume RUN_DIR`` continues an
+interrupted run with every finished trial kept.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,49 +26,15 @@ import pandas as pd
 
 from runstore.errors import UserError, cli
 from runstore.layout import BEST_FILE, STUDY_FILE, load_run_info, write_run_info
-from runstore.metrics import DEFAULT_METRIC, METRICS, metric_mode
+from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
+from search.settings import SearchSettings, default_rung_metric, resolve, run_name, validate
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
-__all__ = ["SearchInterrupted", "SearchSettings", "main", "run_search"]
+__all__ = ["METRICS", "SearchInterrupted", "SearchSettings", "default_rung_metric", "main", "run_search"]
 
 log = logging.getLogger("search.run")
-
-#: Defaults per hardware profile. The CPU ones make the plain command finish in under ten minutes on 2 cores.
-_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": {"num_samples": 20, "max_epochs": 12, "grace_period": 1, "reduction_factor": 4, "time_budget_s": 450.0},
-    "gpu": {"num_samples": 100, "max_epochs": 30, "grace_period": 2, "reduction_factor": 4, "time_budget_s": None},
-}
-
-
-@dataclasses.dataclass
-class SearchSettings:
-    """Everything that defines a search; saved to run.json so ``--resume`` needs no flags repeated."""
-
-    space: str
-    data: str | None = None
-    num_samples: int | None = None
-    max_epochs: int | None = None
-    grace_period: int | None = None
-    reduction_factor: int | None = None
-    metric: str = DEFAULT_METRIC
-    mode: str = "max"
-    seed: int = 0
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    storage: str = "runs"
-    name: str | None = None
-    address: str | None = None
-    time_budget_s: float | None = None
-    val_fraction: float = 0.2
-    profile: str | None = None
-    recipes: bool = True
-    report: bool = True
-    scheduler: str = "asha"
-    startup_trials: int | None = None
-    rung_metric: str | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,37 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run; its saved flags are reused")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Ray Tune's full console output (default: a status line; the full log goes to RUN_DIR/search.log)",
+    )
     return p
-
-
-def _validate(s: SearchSettings) -> None:
-    from spaces import list_spaces
-
-    if s.space not in list_spaces():
-        raise UserError(f"--space: unknown space {s.space!r}; valid spaces: {', '.join(list_spaces())}")
-    for flag, value, low in (
-        ("--num-samples", s.num_samples, 1),
-        ("--max-epochs", s.max_epochs, 1),
-        ("--grace-period", s.grace_period, 1),
-        ("--reduction-factor", s.reduction_factor, 2),
-        ("--max-concurrent", s.max_concurrent, 1),
-        ("--startup-trials", s.startup_trials, 1),
-    ):
-        if value is not None and value < low:
-            raise UserError(f"{flag} must be >= {low}, got {value}")
-    if s.cpus_per_trial <= 0:
-        raise UserError(f"--cpus-per-trial must be > 0, got {s.cpus_per_trial}")
-    if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
-        raise UserError(f"--gpus-per-trial must be >= 0, got {s.gpus_per_trial}")
-    for flag, value in (("--metric", s.metric), ("--rung-metric", s.rung_metric)):
-        if value is not None and value not in METRICS and not value.startswith("val_recall_"):
-            raise UserError(
-                f"{flag}: unknown metric {value!r}; valid metrics: {', '.join(METRICS)}, val_recall_<class>"
-            )
-    if not 0 < s.val_fraction < 1:
-        raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
-    if s.data is not None and not Path(s.data).expanduser().is_dir():
-        raise UserError(f"--data: {s.data} is not a directory; expected a chest_xray folder or class folders")
 
 
 class SearchInterrupted(Exception):
@@ -194,38 +134,12 @@ def _record_failed_trials(run_dir: Path, grid: Any) -> None:
     write_run_info(run_dir, info)
 
 
-class _WithFixed:
-    """The space plus the values the search fixes (epochs, seed); a class, so Ray can pickle it with the searcher."""
-
-    def __init__(self, space: Any, fixed: dict[str, Any]) -> None:
-        self.space = space
-        self.fixed = fixed
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        return {**self.space(trial), **self.fixed}
-
-
-def default_rung_metric(metric: str) -> str:
-    """What ASHA compares trials on at its rungs when ``--rung-metric`` is not given: ``val_auroc``, unless the
-    search minimises ``val_loss`` (then that).
-
-    ASHA decides after one epoch, when many trials still answer the majority class for every image: their balanced
-    accuracy sits at exactly 1/classes whatever they have learnt, so a slow starter that ends best looks like a
-    failure. Macro AUROC ranks the validation images by each class's probability and needs no argmax, so it sees
-    that learning earlier. On the 18 seeded trials of ``benchmarks/asha.py`` (FIFO arm, every epoch recorded) the
-    epoch-1 value's rank correlation with the trial's final best balanced accuracy was 0.66 for AUROC, 0.60 for
-    balanced accuracy, 0.58 for loss and 0.54 for accuracy (0.95 / 0.90 / 0.68 / 0.78 at epoch 2), and
-    ``benchmarks/asha_replay.py`` shows rungs on balanced accuracy stop the eventual best trial at epoch 1 where
-    rungs on AUROC keep it. Trials are still proposed by TPE and selected on ``--metric``.
-    """
-    return "val_loss" if metric == "val_loss" else "val_auroc"
-
-
-def _start_ray(address: str | None, cpus: int | None = None) -> None:
+def _start_ray(address: str | None, cpus: int | None = None) -> bool:
+    """Start (or join) Ray unless this process already has; True if this call did."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
@@ -237,12 +151,7 @@ def _start_ray(address: str | None, cpus: int | None = None) -> None:
             include_dashboard=False,
             log_to_driver=True,
         )
-
-
-def _cluster_has_gpus() -> bool:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0)) > 0
+    return True
 
 
 def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> str:
@@ -289,49 +198,20 @@ def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> 
     return "\n".join(lines)
 
 
-def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path:
-    """Run (or resume) a search and return its run directory."""
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search.export import provenance
-    from spaces import get_space, image_specs, recipes_for, space_info
+def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose: bool = False) -> Path:
+    """Run (or resume) a search and return its run directory; its full output goes to ``RUN/search.log``."""
+    from search.console import LOG_FILE, console_for
+    from spaces import space_info
     from trainables.data import DataCatalog
-    from trainables.models import list_models, pretrained_available
-    from trainables.train import train_fn
 
     s = settings
-    _validate(s)
+    validate(s)
     info = space_info(s.space)
-
     # Index and split first: a wrong data folder fails here, before a Ray cluster is started or joined.
     catalog = DataCatalog(s.data, info.task, val_fraction=s.val_fraction, split_seed=s.seed)
-    # Tune warns on every checkpoint of short trials that snapshotting is frequent; it is, by design (every epoch).
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    _start_ray(s.address)
-    profile = s.profile or ("gpu" if _cluster_has_gpus() else "cpu")
-    defaults = _PROFILE_DEFAULTS[profile]
-    num_samples = s.num_samples or defaults["num_samples"]
-    max_epochs = s.max_epochs or defaults["max_epochs"]
-    grace = min(s.grace_period or defaults["grace_period"], max_epochs)
-    reduction = s.reduction_factor or defaults["reduction_factor"]
-    budget = (s.time_budget_s if s.time_budget_s is not None else defaults["time_budget_s"]) or None  # 0: none
-    gpus = s.gpus_per_trial if s.gpus_per_trial is not None else (1.0 if profile == "gpu" else 0.0)
-    mode = metric_mode(s.metric)
-    rung_metric = s.rung_metric or default_rung_metric(s.metric)
-    if profile == "cpu":
-        log.info(
-            "no GPU in the cluster: the %s space keeps to its CPU profile (small models and sizes that finish "
-            "here); the full space runs with --profile gpu on GPUs",
-            s.space,
-        )
 
-    # -- the run directory ----------------------------------------------------------------------------------------
-    name = s.name or f"{s.space}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    started = datetime.now(timezone.utc)
+    name = run_name(s, started)
     # A URI (s3://, gs://, file://): Tune writes there directly, our files go to a local mirror and are copied up.
     remote = is_uri(s.storage)
     storage_path = s.storage if remote else str(Path(s.storage).expanduser().resolve())
@@ -341,11 +221,57 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
         raise UserError(
             f"--name: {run_dir} already holds a run; continue it with --resume {run_dir} or pick a new name"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with console_for(run_dir / LOG_FILE, verbose=verbose) as console:
+        if not verbose:
+            console.line(f"search {s.space} -> {uri or run_dir}  (full log: {run_dir / LOG_FILE})")
+        # Tune warns on every checkpoint of short trials that snapshotting is frequent; it is, by design (every epoch).
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        started_ray = _start_ray(s.address)
+        try:
+            return _search_on_ray(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
+        finally:
+            if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
+                import ray
+
+                ray.shutdown()
+
+
+def _search_on_ray(
+    s: SearchSettings,
+    task: str,
+    catalog: Any,
+    run_dir: Path,
+    storage_path: str,
+    uri: str | None,
+    started: datetime,
+    resume_dir: Path | None,
+    console: Any,
+) -> Path:
+    """Resolve the settings on the cluster, decode the data, build the Tuner, fit, finish."""
+    import ray
+    from ray import tune
+
+    from search.console import ProgressCallback
+    from search.export import provenance
+    from search.tuner import build_tuner
+    from spaces import get_space, image_specs, recipes_for
+    from trainables.models import list_models, pretrained_available
+    from trainables.train import train_fn
+
+    cluster = ray.cluster_resources()
+    r = resolve(
+        s, task=task, cluster_cpus=float(cluster.get("CPU", 1)), cluster_gpus=float(cluster.get("GPU", 0)), now=started
+    )
+    if r.profile == "cpu":
+        log.info(
+            "no GPU in the cluster: the %s space keeps to its CPU profile (small models and sizes that finish "
+            "here); the full space runs with --profile gpu on GPUs",
+            s.space,
+        )
 
     # -- data: indexed, split and decoded once; shared through the object store ---------------------------------
     t0 = time.perf_counter()
-    specs = image_specs(s.space, profile)
+    specs = image_specs(s.space, r.profile)
     for spec in specs:
         catalog.prepare(spec)
     description = catalog.describe()
@@ -359,108 +285,37 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
     )
 
     available = frozenset(m for m in list_models() if pretrained_available(m))
-    space_fn = get_space(s.space, profile=profile, pretrained_available=available)
-    fixed = {"epochs": max_epochs, "seed": s.seed}
-
-    define_by_run = _WithFixed(space_fn, fixed)
+    space_fn = get_space(s.space, profile=r.profile, pretrained_available=available)
     log.info("%s", space_fn.describe())
-    seed_recipes = recipes_for(profile, pretrained_available=available) if s.recipes else []
-    for r in seed_recipes:
-        for note in r.notes:
+    seed_recipes = recipes_for(r.profile, pretrained_available=available) if s.recipes else []
+    for recipe in seed_recipes:
+        for note in recipe.notes:
             log.info("recipe %s", note)
-    recipes = [r.config for r in seed_recipes]
+    recipes = [recipe.config for recipe in seed_recipes]
 
     if resume_dir is None:
         write_run_info(
             run_dir,
             {
-                "settings": dataclasses.asdict(s),
-                "name": name,
-                "space": s.space,
-                "task": info.task,
-                "metric": s.metric,
-                "mode": mode,
-                "profile": profile,
-                "max_epochs": max_epochs,
-                "num_samples": num_samples,
-                "grace_period": grace,
-                "reduction_factor": reduction,
-                "rung_metric": rung_metric,
+                **r.run_info(),
                 "data": description,
-                "storage": s.storage,
-                "started": datetime.now(timezone.utc).isoformat(),
+                "started": started.isoformat(),
                 "finished": False,
-                "recipes": [r.get("recipe") for r in recipes],
+                "recipes": [c.get("recipe") for c in recipes],
                 "provenance": provenance(),
             },
         )
 
-    resources = {"cpu": s.cpus_per_trial, "gpu": gpus}
-    trainable = tune.with_resources(tune.with_parameters(train_fn, data=catalog), resources)
-
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-
+    trainable = tune.with_resources(tune.with_parameters(train_fn, data=catalog), r.resources)
     if resume_dir is not None:
+        from ray.tune import Tuner
+
         tuner = Tuner.restore(uri or str(resume_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}")
-        searcher = OptunaSearch(
-            space=define_by_run,
-            metric=s.metric,
-            mode=mode,
-            sampler=optuna.samplers.TPESampler(
-                seed=s.seed, n_startup_trials=s.startup_trials or max(5, len(recipes) + 2)
-            ),
-            study_name=name,
-            storage=storage,
-            points_to_evaluate=[{**r, **fixed} for r in recipes] or None,
-        )
-        if s.scheduler == "asha":
-            scheduler: Any = ASHAScheduler(
-                time_attr="training_iteration",
-                metric=rung_metric,
-                mode=metric_mode(rung_metric),
-                max_t=max_epochs,
-                grace_period=grace,
-                reduction_factor=reduction,
-            )
-            # ASHA has its own metric (the rung signal) and Tune refuses a second one on the Tuner; OptunaSearch keeps
-            # optimising --metric.
-            tuner_metric, tuner_mode = None, None
-        else:
-            scheduler, tuner_metric, tuner_mode = FIFOScheduler(), s.metric, mode
-        max_concurrent = s.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1) // s.cpus_per_trial))
-        tuner = Tuner(
-            trainable,
-            tune_config=TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
-                scheduler=scheduler,
-                metric=tuner_metric,
-                mode=tuner_mode,
-                num_samples=num_samples,
-                time_budget_s=budget,
-                reuse_actors=False,
-            ),
-            run_config=RunConfig(
-                name=name,
-                storage_path=storage_path,
-                checkpoint_config=CheckpointConfig(num_to_keep=1),
-                failure_config=FailureConfig(max_failures=1),
-                verbose=1,
-            ),
-        )
-    log.info(
-        "search %s: %d trials, up to %d epochs, %s, %s per trial%s -> %s",
-        s.space,
-        num_samples,
-        max_epochs,
-        f"ASHA on {rung_metric}, grace {grace}, reduction {reduction}"
-        if s.scheduler == "asha"
-        else "FIFO (no early stopping)",
-        resources,
-        f", budget {budget:.0f}s" if budget else "",
-        run_dir,
-    )
+        progress = ProgressCallback(r.num_samples, r.metric, r.mode, r.time_budget_s)
+        tuner = build_tuner(r, trainable, space_fn, recipes, run_dir, storage_path, callbacks=[progress])
+    log.info("%s -> %s", r.describe(), run_dir)
+    console.line(r.describe())
     if uri is not None:
         push_run_files(run_dir, uri, ("run.json", "study.db"))
     interrupted, grid = _fit_interrupted(tuner)
@@ -473,14 +328,21 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
         if uri is not None:
             push_run_files(run_dir, uri)
         raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}")
-    return _finish(run_dir, s.metric, mode, report=s.report, uri=uri)
+    return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
 
 
-def _finish(run_dir: Path, metric: str, mode: str, report: bool = True, uri: str | None = None) -> Path:
-    """Write trials.csv, best_config.json, the report; print the leaderboard and the paths.
+def _finish(
+    run_dir: Path,
+    metric: str,
+    mode: str,
+    report: bool = True,
+    uri: str | None = None,
+    out: Callable[[str], None] = print,
+) -> Path:
+    """Write trials.csv, best_config.json, the report; show the leaderboard and the paths with ``out``.
 
     With a storage URI, the trials' result files are pulled into the local mirror first and the run's own files are
-    copied to ``uri`` last, so the storage path holds the whole run.
+    copied to ``uri`` last, so the storage path holds the whole run, whether the report could be built or not.
     """
     from search.export import export_best
 
@@ -492,29 +354,42 @@ def _finish(run_dir: Path, metric: str, mode: str, report: bool = True, uri: str
         pull_trial_files(uri, run_dir)
     trials_csv = write_trials_csv(run_dir)
     trials = load_trials(run_dir)
-    print()
-    print(_leaderboard(trials, metric, mode))
-    print()
+    out("")
+    out(_leaderboard(trials, metric, mode))
+    out("")
     try:
         best_path = export_best(run_dir, run_dir / BEST_FILE)
-        print(f"best config:  {best_path}")
+        out(f"best config:  {best_path}")
     except UserError as exc:
-        print(f"no best config: {exc}")
-    print(f"trials:       {trials_csv}")
-    print(f"optuna study: sqlite:///{run_dir / STUDY_FILE}  (optuna-dashboard or optuna.load_study)")
+        out(f"no best config: {exc}")
+    out(f"trials:       {trials_csv}")
+    out(f"optuna study: sqlite:///{run_dir / STUDY_FILE}  (optuna-dashboard or optuna.load_study)")
     if report:
-        try:
-            from reports.build import build_report
-
-            index = build_report(run_dir)
-            print(f"report:       {index}")
-        except ImportError:
-            pass
+        out(_build_report(run_dir))
     if uri is not None:
         push_run_files(run_dir, uri)
-        print(f"storage:      {uri}  (local mirror: {run_dir})")
-    print(f"run dir:      {run_dir}")
+        out(f"storage:      {uri}  (local mirror: {run_dir})")
+    out(f"run dir:      {run_dir}")
     return run_dir
+
+
+def _build_report(run_dir: Path) -> str:
+    """Build the run's report; the line to show. A report that fails is logged with the command to rebuild it and
+    does not fail the search: the trials are done and their files are what matters."""
+    try:
+        from reports.build import build_report
+
+        return f"report:       {build_report(run_dir)}"
+    except Exception as exc:  # noqa: BLE001 - any failure here must leave the run intact
+        rebuild = f"python -m reports.build {run_dir}"
+        log.error(
+            "the report could not be built (%s: %s); rebuild it with: %s",
+            type(exc).__name__,
+            exc,
+            rebuild,
+            exc_info=True,
+        )
+        return f"report:       not built ({type(exc).__name__}: {exc}); rebuild it with: {rebuild}"
 
 
 @cli
@@ -538,17 +413,17 @@ def main(argv: list[str] | None = None) -> int:
         settings.name = info["name"]  # a stamped default name must not be stamped anew
         if args.address:
             settings.address = args.address
-        return _run_or_interrupted(settings, resume_dir=run_dir)
+        return _run_or_interrupted(settings, resume_dir=run_dir, verbose=args.verbose)
     if not args.space:
         raise UserError("--space is required (e.g. --space pneumonia3class); or --resume RUN_DIR")
     fields = {f.name for f in dataclasses.fields(SearchSettings)}
     settings = SearchSettings(**{k: v for k, v in vars(args).items() if k in fields})
-    return _run_or_interrupted(settings)
+    return _run_or_interrupted(settings, verbose=args.verbose)
 
 
-def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None) -> int:
+def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None, verbose: bool = False) -> int:
     try:
-        run_search(settings, resume_dir=resume_dir)
+        run_search(settings, resume_dir=resume_dir, verbose=verbose)
     except SearchInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130

@@ -4,7 +4,8 @@ Ray Tune writes its own files (trial folders with ``result.json`` and checkpoint
 ``--resume`` restores) straight to ``<storage>/<name>``, from the driver and from every worker node. This project's
 files are written by the driver to a local mirror, ``runs/<name>`` under the current directory (SQLite needs a local
 file for the Optuna study), and copied to ``<storage>/<name>`` next to Tune's: when the run starts (``run.json``,
-``study.db``), when it is interrupted and when it ends (also ``trials.csv``, ``best_config.json`` and ``report/``).
+``study.db``), when it is interrupted and when it ends (also ``trials.csv``, ``best_config.json``, ``report/`` and
+the full log, ``search.log``).
 Before the driver writes ``trials.csv`` it pulls each trial's ``params.json``, ``result.json`` and ``error.txt``
 down into the mirror, so the mirror reads like a local run directory. Checkpoints are never copied down.
 

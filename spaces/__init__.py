@@ -20,7 +20,7 @@ model, per optimiser), so ``TPESampler(multivariate=True, group=True)`` models e
 from __future__ import annotations
 
 from spaces.cxr import cxr4class, pneumonia2class, pneumonia3class, suggest_cxr_config
-from spaces.profiles import CPU, CPU_EPOCH_SECONDS, GPU, PROFILES, Profile, check_pretrained_available, get_profile
+from spaces.profiles import CPU, GPU, PROFILES, Profile, check_pretrained_available, get_profile
 from spaces.recipes import ADAPTATIONS, RECIPES, Recipe, recipes_for
 from spaces.registry import (
     Space,
@@ -36,7 +36,6 @@ from spaces.registry import (
 __all__ = [
     "ADAPTATIONS",
     "CPU",
-    "CPU_EPOCH_SECONDS",
     "GPU",
     "PROFILES",
     "RECIPES",

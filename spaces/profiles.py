@@ -1,17 +1,10 @@
 """The finite choice lists a search space draws from, per kind of machine: ``cpu`` keeps to choices that finish.
 
-A profile is decided *outside* the space (by the search, from the hardware it sees) and bound to it, so the space
-function itself stays a plain ``(trial) -> dict`` of ``trial.suggest_*`` calls. Every categorical list here is a
-constant of its profile: Optuna refuses a categorical parameter whose choices change between trials of one study.
-
-The ``cpu`` profile is sized from measured costs (:data:`CPU_EPOCH_SECONDS`): the default CPU search must finish a
-dozen ASHA trials of up to 12 epochs in 10 minutes on 2 cores with the ~1,250-image demo set. It leaves out
-``resnet50``, ``densenet121`` (~1 minute an epoch at 96 px) and ``efficientnet_b0`` (slower than ``resnet18`` on a
-CPU), caps the seed CNNs' width (``cifar_cnn`` at full width takes ~100 s an epoch at 96 px; AlexNet's 4096-wide
-classifier ~30 s at any image size), keeps to grey images of at most 96x112 pixels and batches of 8 or more. Most
-of what is left takes 2-15 s an epoch; the dearest corner (``resnet18`` at 96x112, batch 8) ~35 s, which ASHA's
-first rung cuts short when it does not pay. (A default search measured with 128x150 in the list started only 10
-trials in its 450 s budget: two trials at 128x150 took a third of the CPU time.) The ``gpu`` profile is the full space.
+A profile is decided outside the space (by the search, from the hardware) and bound to it, so the space stays a plain
+``(trial) -> dict``. Every categorical list is a constant of its profile: Optuna refuses a categorical parameter whose
+choices change between trials of one study. The ``cpu`` profile is sized from measured epoch times so the default CPU
+search finishes in about ten minutes on 2 cores (the table is in the README, "CPU epoch times"); ``gpu`` is the full
+space.
 """
 
 from __future__ import annotations
@@ -22,41 +15,9 @@ from dataclasses import dataclass, field
 
 from trainables.cache import ImageSpec
 from trainables.models import list_models, model_info
+from trainables.registry import Registry
 
-__all__ = ["CPU", "CPU_EPOCH_SECONDS", "GPU", "PROFILES", "Profile", "check_pretrained_available", "get_profile"]
-
-#: Seconds per epoch (train + validate) measured with ``trainables.train.train_trial`` on the bundled demo set (1,253
-#: training and 312 validation images), grey, batch 32, no augmentation unless noted, 2 torch threads, on a 2-core
-#: machine that was running other training jobs at the same time (load average 2-3.5; an idle machine is faster).
-#: Keys: (model, image_size, note).
-CPU_EPOCH_SECONDS: dict[tuple[str, str, str], float] = {
-    ("tinyvgg", "64", ""): 2.3,
-    ("tinyvgg", "64", "seed_tinyvgg@cpu: hflip + TrivialAugmentWide"): 2.9,
-    ("tinyvgg", "64", "RGB, hflip + TrivialAugmentWide"): 8.0,
-    ("tinyvgg", "96", ""): 5.2,
-    ("tinyvgg", "96", "batch 8"): 5.2,
-    ("tinyvgg", "96", "every augmentation on"): 7.3,
-    ("tinyvgg", "128", ""): 12.0,
-    ("tinyvgg", "128", "width 3.0"): 32.7,
-    ("tinyvgg", "128x150", ""): 10.1,
-    ("cifar_cnn", "64", "width 0.5"): 8.7,
-    ("cifar_cnn", "96", "width 0.25"): 7.2,
-    ("cifar_cnn", "96", "width 0.5"): 21.2,
-    ("cifar_cnn", "96", "width 1.0"): 96.1,
-    ("alexnet_gray", "128x150", "seed_alexnet_gray@cpu: width 0.5, batch 35, jitter + rotation + hflip"): 8.9,
-    ("alexnet_gray", "128x150", "width 1.0, batch 35, jitter + rotation + hflip"): 34.9,
-    ("alexnet_gray", "96x112", "width 1.0, batch 35"): 29.3,
-    ("resnet18", "64", ""): 10.9,
-    ("resnet18", "64", "batch 128"): 9.6,
-    ("resnet18", "96", ""): 22.9,
-    ("resnet18", "96", "seed_resnet50_onecycle@cpu+scratch"): 22.0,
-    ("resnet18", "96", "batch 8"): 29.8,
-    ("resnet18", "128", ""): 31.4,
-    ("resnet18", "128x150", "batch 8"): 51.2,
-    ("efficientnet_b0", "64", ""): 14.8,
-    ("efficientnet_b0", "96", ""): 28.5,
-    ("resnet50", "96", ""): 56.7,
-}
+__all__ = ["CPU", "GPU", "PROFILES", "Profile", "check_pretrained_available", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -127,15 +88,14 @@ GPU = Profile(
     widths={"tinyvgg": (0.5, 4.0), "cifar_cnn": (0.25, 2.0), "alexnet_gray": (0.25, 1.5)},
 )
 
-PROFILES: dict[str, Profile] = {"cpu": CPU, "gpu": GPU}
+PROFILES: Registry[Profile] = Registry("profile")
+for _profile in (CPU, GPU):
+    PROFILES.register(_profile.name, _profile)
 
 
 def get_profile(name: str) -> Profile:
     """The profile called ``name``; ``ValueError`` listing the valid names if it is unknown."""
-    try:
-        return PROFILES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}") from None
+    return PROFILES.get(name)
 
 
 def check_pretrained_available(names: Iterable[str]) -> frozenset[str]:

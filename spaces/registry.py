@@ -35,6 +35,7 @@ from spaces.profiles import Profile, check_pretrained_available, get_profile
 from spaces.recipes import recipes_for
 from trainables.cache import ImageSpec
 from trainables.index import TASKS
+from trainables.registry import Registry
 
 __all__ = [
     "Space",
@@ -70,7 +71,7 @@ class SpaceInfo:
     mode: str = "max"
 
 
-_REGISTRY: dict[str, SpaceInfo] = {}
+SPACES: Registry[SpaceInfo] = Registry("space")
 
 
 def register_space(
@@ -89,9 +90,7 @@ def register_space(
 
     def decorator(fn: SpaceFunction) -> SpaceFunction:
         space_name = name if name is not None else fn.__name__
-        if space_name in _REGISTRY:
-            raise ValueError(f"space {space_name!r} is already registered")
-        _REGISTRY[space_name] = SpaceInfo(space_name, task, description, fn, metric, mode)
+        SPACES.register(space_name, SpaceInfo(space_name, task, description, fn, metric, mode))
         return fn
 
     return decorator
@@ -99,15 +98,12 @@ def register_space(
 
 def list_spaces() -> list[str]:
     """Sorted names of every registered space."""
-    return sorted(_REGISTRY)
+    return SPACES.list()
 
 
 def space_info(name: str) -> SpaceInfo:
     """Registry entry for ``name``; ``ValueError`` listing the valid names if it is unknown."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown space {name!r}; valid spaces: {', '.join(list_spaces())}") from None
+    return SPACES.get(name)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ def two_node_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         code, output = run_search(args, driver_env(base / "cache-driver"), cwd=base)
         nodes = {"head": cluster.head.node_id, "second": second.node_id}
     assert code == 0, output[-5000:]
+    # The console shows a status line; the driver's log and the workers' forwarded logs are in the run's search.log.
+    output += (base / "runs" / "multi" / "search.log").read_text()
     return {"base": base, "store": store / "multi", "mirror": base / "runs" / "multi", "output": output, "nodes": nodes}
 
 

@@ -2,8 +2,8 @@
 
 The same function runs inside Ray Tune (it reports with ``tune.report(..., checkpoint=...)`` every epoch and resumes
 from ``tune.get_checkpoint()``) and in plain Python (tests, ``python -m trainables.trial``). Read top to bottom, one
-epoch is: set the learning rate schedule, train on batches augmented on the device, evaluate on validation with
-torchmetrics, step the epoch schedule, report and checkpoint.
+epoch of ``train_trial`` is: ``_train_epoch`` (batches augmented on the device), validation metrics with torchmetrics,
+``_step_schedule`` (the one place the learning rate schedule steps), report and checkpoint.
 """
 
 from __future__ import annotations
@@ -181,6 +181,163 @@ def _tune_session_active() -> bool:
     return bool(get_session())
 
 
+@dataclass
+class _Loop:
+    """What one trial's epochs share: the model and everything that updates it."""
+
+    cfg: TrialConfig
+    device: torch.device
+    model: nn.Module
+    params: list[nn.Parameter]
+    prep: BatchAugment
+    optimizer: torch.optim.Optimizer
+    schedule: Any  # a torch LR scheduler or None
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    amp_dtype: torch.dtype | None
+    batch_size: int
+    steps_per_epoch: int
+
+    def state(self, history: list[dict[str, Any]], epoch: int, classes: tuple[str, ...]) -> dict[str, Any]:
+        """A checkpointable state; ``resume`` reads it back."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "augment": self.prep.state_dict(),
+            "history": list(history),
+            "epoch": epoch,
+            "config": self.cfg.to_dict(),
+            "classes": list(classes),
+        }
+
+    def resume(self, state: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """Load a checkpointed state; returns its history and the number of epochs it had done."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state.get("schedule") is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.prep.load_state_dict(state["augment"])
+        return list(state["history"]), int(state["epoch"])
+
+
+def _build_loop(cfg: TrialConfig, prepared: PreparedData, dev: torch.device) -> _Loop:
+    """Model (channels_last), optimiser, schedule, loss and on-device augmentation for ``cfg``."""
+    torch.manual_seed(cfg.seed)
+    num_classes = len(prepared.classes)
+    h, w = cfg.image_spec.size
+    model = create_model(
+        cfg.model, in_channels=cfg.channels, num_classes=num_classes, image_size=(h, w), **cfg.model_kwargs()
+    ).to(dev)
+    # channels_last on every device: on CPU it speeds a training step up 1.0-2.3x for the CPU-profile models and is
+    # never slower (python benchmarks/memory_format.py); on CUDA it is what tensor cores want under AMP.
+    model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    mean, std = prepared.normalisation(cfg.pretrained, cfg.intensity)
+    n_train = len(prepared.train)
+    bs = min(cfg.batch_size, n_train)
+    # A last batch of one image breaks BatchNorm's batch statistics; drop it rather than crash the trial.
+    steps_per_epoch = n_train // bs + (1 if n_train % bs > 1 or (n_train % bs == 1 and bs == 1) else 0)
+    optimizer = _make_optimizer(cfg, params)
+    amp_dtype = _amp_dtype(dev)
+    weights = _class_weights(cfg, prepared.train.y, num_classes, dev)
+    return _Loop(
+        cfg=cfg,
+        device=dev,
+        model=model,
+        params=params,
+        prep=BatchAugment(cfg.augment, mean, std, device=dev, seed=cfg.seed, intensity=cfg.intensity),
+        optimizer=optimizer,
+        schedule=_make_schedule(cfg, optimizer, steps_per_epoch),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        criterion=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing),
+        amp_dtype=amp_dtype,
+        batch_size=bs,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def _step_schedule(schedule: Any, *, end_of_epoch: bool, loss: float | None = None) -> None:
+    """The one place the learning rate schedule steps: one-cycle after every batch, the others after every epoch
+    (reduce-on-plateau on ``loss``)."""
+    if schedule is None:
+        return
+    if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
+        if not end_of_epoch:
+            schedule.step()
+    elif end_of_epoch:
+        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule.step(loss)
+        else:
+            schedule.step()
+
+
+def _train_epoch(loop: _Loop, split: ImageSplit, epoch: int) -> dict[str, float]:
+    """One pass over ``split`` in a (seed, epoch)-determined order; returns its loss, accuracy and images per second."""
+    cfg, dev = loop.cfg, loop.device
+    t0 = time.perf_counter()
+    set_train_mode(loop.model, True)
+    x_train, y_train = _as_tensor(split.x), torch.from_numpy(np.asarray(split.y))
+    # Each epoch's order depends only on (seed, epoch): a resumed trial sees the batches an uninterrupted one would.
+    order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(y_train)))
+    seen, loss_sum, correct = 0, 0.0, 0
+    for step in range(loop.steps_per_epoch):
+        idx = order[step * loop.batch_size : (step + 1) * loop.batch_size]
+        xb = loop.prep(x_train[idx], train=True).contiguous(memory_format=torch.channels_last)
+        yb = y_train[idx].to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
+            logits = loop.model(xb)
+            loss = loop.criterion(logits.float(), yb)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
+                f"(model {cfg.model}, optimizer {cfg.optimizer}, lr {cfg.lr:g}); the trial is stopped"
+            )
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            loop.scaler.unscale_(loop.optimizer)
+            nn.utils.clip_grad_norm_(loop.params, cfg.grad_clip)
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        _step_schedule(loop.schedule, end_of_epoch=False)
+        seen += len(yb)
+        loss_sum += float(loss.detach()) * len(yb)
+        correct += int((logits.detach().argmax(1) == yb).sum())
+    return {
+        "loss": loss_sum / max(seen, 1),
+        "acc": correct / max(seen, 1),
+        "images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+    }
+
+
+def _validation_metrics(loop: _Loop, prepared: PreparedData) -> dict[str, Any]:
+    """The ``val_*`` metrics every trial reports each epoch."""
+    val, _, _ = evaluate(
+        loop.model,
+        prepared.val,
+        loop.prep,
+        len(prepared.classes),
+        batch_size=max(256, loop.batch_size),
+        criterion=nn.CrossEntropyLoss(),
+        amp_dtype=loop.amp_dtype,
+        channels_last=True,
+    )
+    return {
+        "val_loss": val["loss"],
+        "val_acc": val["acc"],
+        "val_balanced_acc": val["balanced_acc"],
+        "val_macro_f1": val["macro_f1"],
+        "val_auroc": val["auroc"],
+        **{f"val_recall_{c}": val[f"recall_{k}"] for k, c in enumerate(prepared.classes)},
+        "val_majority_rate": prepared.majority_rate(),
+        # JSON text, so it survives Tune's flat result tables: [[count]] rows true class, columns predicted.
+        "val_confusion": json.dumps(val["confusion"]),
+    }
+
+
 def train_trial(
     config: dict[str, Any] | TrialConfig,
     data: DataCatalog | PreparedData,
@@ -203,142 +360,37 @@ def train_trial(
         raise ValueError(
             f"data was prepared at {prepared.spec.label()} but the config asks for {cfg.image_spec.label()}"
         )
-    num_classes = len(prepared.classes)
     if len(prepared.train) == 0 or (validate and len(prepared.val) == 0):
         raise ValueError(f"empty split: {len(prepared.train)} training and {len(prepared.val)} validation images")
 
-    dev = pick_device(device)
-    torch.manual_seed(cfg.seed)
-    amp_dtype = _amp_dtype(dev)
-    # channels_last on every device: on CPU it speeds a training step up 1.0-2.3x for the CPU-profile models and is
-    # never slower (python benchmarks/memory_format.py); on CUDA it is what tensor cores want under AMP.
-    channels_last = True
-
-    h, w = cfg.image_spec.size
-    model = create_model(
-        cfg.model, in_channels=cfg.channels, num_classes=num_classes, image_size=(h, w), **cfg.model_kwargs()
-    ).to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    mean, std = prepared.normalisation(cfg.pretrained, cfg.intensity)
-    prep = BatchAugment(cfg.augment, mean, std, device=dev, seed=cfg.seed, intensity=cfg.intensity)
-
-    x_train, y_train = _as_tensor(prepared.train.x), torch.from_numpy(np.asarray(prepared.train.y))
-    n_train = len(y_train)
-    bs = min(cfg.batch_size, n_train)
-    # A last batch of one image breaks BatchNorm's batch statistics; drop it rather than crash the trial.
-    steps_per_epoch = n_train // bs + (1 if n_train % bs > 1 or (n_train % bs == 1 and bs == 1) else 0)
-    optimizer = _make_optimizer(cfg, params)
-    schedule = _make_schedule(cfg, optimizer, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    weights = _class_weights(cfg, prepared.train.y, num_classes, dev)
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
-    val_criterion = nn.CrossEntropyLoss()
-
+    loop = _build_loop(cfg, prepared, pick_device(device))
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        if schedule is not None and resume_state.get("schedule") is not None:
-            schedule.load_state_dict(resume_state["schedule"])
-        scaler.load_state_dict(resume_state["scaler"])
-        prep.load_state_dict(resume_state["augment"])
-        history = list(resume_state["history"])
-        start_epoch = int(resume_state["epoch"])
+        history, start_epoch = loop.resume(resume_state)
         log.info("resuming %s at epoch %d", cfg.model, start_epoch + 1)
 
-    num_params = count_parameters(model)
-    majority = prepared.majority_rate() if validate else float("nan")
+    num_params = count_parameters(loop.model)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        set_train_mode(model, True)
-        # Each epoch's order depends only on (seed, epoch): a resumed trial sees the batches an uninterrupted one would.
-        order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(n_train))
-        seen, loss_sum, correct = 0, 0.0, 0
-        for step in range(steps_per_epoch):
-            idx = order[step * bs : (step + 1) * bs]
-            xb = prep(x_train[idx], train=True)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y_train[idx].to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(xb)
-                loss = criterion(logits.float(), yb)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
-                    f"(model {cfg.model}, optimizer {cfg.optimizer}, lr {cfg.lr:g}); the trial is stopped"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if isinstance(schedule, torch.optim.lr_scheduler.OneCycleLR):
-                schedule.step()
-            seen += len(yb)
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += int((logits.detach().argmax(1) == yb).sum())
-        train_seconds = time.perf_counter() - t0
-
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / max(seen, 1),
-        }
+        train = _train_epoch(loop, prepared.train, epoch)
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train["loss"], "train_acc": train["acc"]}
         if validate:
-            val, _, _ = evaluate(
-                model,
-                prepared.val,
-                prep,
-                num_classes,
-                batch_size=max(256, bs),
-                criterion=val_criterion,
-                amp_dtype=amp_dtype,
-                channels_last=channels_last,
-            )
-            metrics |= {
-                "val_loss": val["loss"],
-                "val_acc": val["acc"],
-                "val_balanced_acc": val["balanced_acc"],
-                "val_macro_f1": val["macro_f1"],
-                "val_auroc": val["auroc"],
-                **{f"val_recall_{c}": val[f"recall_{k}"] for k, c in enumerate(prepared.classes)},
-                "val_majority_rate": majority,
-                # JSON text, so it survives Tune's flat result tables: [[count]] rows true class, columns predicted.
-                "val_confusion": json.dumps(val["confusion"]),
-            }
-        lr_now = optimizer.param_groups[0]["lr"]
-        if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule.step(metrics.get("val_loss", metrics["train_loss"]))
-        elif isinstance(schedule, torch.optim.lr_scheduler.CosineAnnealingLR):
-            schedule.step()
+            metrics |= _validation_metrics(loop, prepared)
+        lr_now = loop.optimizer.param_groups[0]["lr"]  # the rate this epoch ended with, before the epoch's step
+        _step_schedule(loop.schedule, end_of_epoch=True, loss=metrics.get("val_loss", metrics["train_loss"]))
         metrics |= {
             "lr": lr_now,
             "epoch_seconds": time.perf_counter() - t0,
-            "train_images_per_s": seen / max(train_seconds, 1e-9),
+            "train_images_per_s": train["images_per_s"],
             "num_params": num_params,
-            "device": dev.type,
+            "device": loop.device.type,
         }
         history.append(metrics)
         if reporter is not None:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict() if schedule is not None else None,
-                "scaler": scaler.state_dict(),
-                "augment": prep.state_dict(),
-                "history": list(history),
-                "epoch": epoch + 1,
-                "config": cfg.to_dict(),
-                "classes": list(prepared.classes),
-            }
-            reporter(metrics, state)
-    return TrialResult(cfg, history, model, prepared.classes, extra={"mean": mean, "std": std})
+            reporter(metrics, loop.state(history, epoch + 1, prepared.classes))
+    mean, std = prepared.normalisation(cfg.pretrained, cfg.intensity)
+    return TrialResult(cfg, history, loop.model, prepared.classes, extra={"mean": mean, "std": std})
 
 
 def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any]) -> None:

@@ -1,0 +1,201 @@
+"""The search's settings: the flags as given (:class:`SearchSettings`) and the search they resolve to on this hardware
+(:class:`ResolvedSearch`, which is also what ``run.json`` stores). Pure: no Ray, no training, testable as is."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from runstore.errors import UserError
+from runstore.metrics import DEFAULT_METRIC, METRICS, metric_mode
+
+__all__ = [
+    "DEFAULT_METRIC",
+    "METRICS",
+    "PROFILE_DEFAULTS",
+    "ResolvedSearch",
+    "SearchSettings",
+    "default_rung_metric",
+    "resolve",
+    "run_name",
+    "validate",
+]
+
+#: Defaults per hardware profile. The CPU ones make the plain command finish in under ten minutes on 2 cores.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": {"num_samples": 20, "max_epochs": 12, "grace_period": 1, "reduction_factor": 4, "time_budget_s": 450.0},
+    "gpu": {"num_samples": 100, "max_epochs": 30, "grace_period": 2, "reduction_factor": 4, "time_budget_s": None},
+}
+
+
+@dataclasses.dataclass
+class SearchSettings:
+    """The flags of a search as given (``None``: the profile's default); saved in run.json so ``--resume`` needs no
+    flags repeated."""
+
+    space: str
+    data: str | None = None
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    grace_period: int | None = None
+    reduction_factor: int | None = None
+    metric: str = DEFAULT_METRIC
+    mode: str = "max"  # unused: the direction follows the metric (kept so older run.json files still load)
+    seed: int = 0
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    storage: str = "runs"
+    name: str | None = None
+    address: str | None = None
+    time_budget_s: float | None = None
+    val_fraction: float = 0.2
+    profile: str | None = None
+    recipes: bool = True
+    report: bool = True
+    scheduler: str = "asha"
+    startup_trials: int | None = None
+    rung_metric: str | None = None
+
+
+def validate(s: SearchSettings) -> None:
+    """``UserError`` naming the flag for anything out of range; nothing is started before this passes."""
+    from spaces import list_spaces
+
+    if s.space not in list_spaces():
+        raise UserError(f"--space: unknown space {s.space!r}; valid spaces: {', '.join(list_spaces())}")
+    for flag, value, low in (
+        ("--num-samples", s.num_samples, 1),
+        ("--max-epochs", s.max_epochs, 1),
+        ("--grace-period", s.grace_period, 1),
+        ("--reduction-factor", s.reduction_factor, 2),
+        ("--max-concurrent", s.max_concurrent, 1),
+        ("--startup-trials", s.startup_trials, 1),
+    ):
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    if s.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0, got {s.cpus_per_trial}")
+    if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0, got {s.gpus_per_trial}")
+    for flag, value in (("--metric", s.metric), ("--rung-metric", s.rung_metric)):
+        if value is not None and value not in METRICS and not value.startswith("val_recall_"):
+            raise UserError(
+                f"{flag}: unknown metric {value!r}; valid metrics: {', '.join(METRICS)}, val_recall_<class>"
+            )
+    if not 0 < s.val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
+    if s.data is not None and not Path(s.data).expanduser().is_dir():
+        raise UserError(f"--data: {s.data} is not a directory; expected a chest_xray folder or class folders")
+
+
+def default_rung_metric(metric: str) -> str:
+    """What ASHA compares trials on at its rungs without ``--rung-metric``: ``val_auroc``, or ``val_loss`` when the
+    search minimises that. After one epoch many trials still answer the majority class, so their balanced accuracy
+    says nothing yet while AUROC (no argmax) already ranks them; the measurements are in the README ("ASHA against
+    no early stopping")."""
+    return "val_loss" if metric == "val_loss" else "val_auroc"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedSearch:
+    """Every setting of one search with the profile's defaults filled in; ``run.json`` stores these fields."""
+
+    settings: SearchSettings
+    name: str
+    space: str
+    task: str
+    profile: str
+    metric: str
+    mode: str
+    rung_metric: str
+    scheduler: str
+    num_samples: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+    time_budget_s: float | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    seed: int
+    storage: str
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What one trial asks Ray for."""
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """The config values every trial shares (Tune's ``param_space`` merges them into each suggested config)."""
+        return {"epochs": self.max_epochs, "seed": self.seed}
+
+    def startup_trials(self, n_recipes: int) -> int:
+        """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""
+        return self.settings.startup_trials or max(5, n_recipes + 2)
+
+    def describe(self) -> str:
+        """One line for the log and the console."""
+        stopping = (
+            f"ASHA on {self.rung_metric}, grace {self.grace_period}, reduction {self.reduction_factor}"
+            if self.scheduler == "asha"
+            else "FIFO (no early stopping)"
+        )
+        budget = f", budget {self.time_budget_s:.0f}s" if self.time_budget_s else ""
+        return (
+            f"search {self.space}: {self.num_samples} trials, up to {self.max_epochs} epochs, {stopping}, "
+            f"{self.resources} per trial{budget}"
+        )
+
+    def run_info(self) -> dict[str, Any]:
+        """The fields as plain JSON values, for ``run.json``."""
+        return dataclasses.asdict(self)
+
+
+def run_name(settings: SearchSettings, now: datetime) -> str:
+    """``--name``, else ``<space>-<UTC time>``."""
+    return settings.name or f"{settings.space}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve(
+    settings: SearchSettings,
+    *,
+    task: str,
+    cluster_cpus: float,
+    cluster_gpus: float,
+    now: datetime | None = None,
+) -> ResolvedSearch:
+    """The search ``settings`` ask for on a cluster with ``cluster_cpus`` CPUs and ``cluster_gpus`` GPUs.
+
+    The profile is ``gpu`` when the cluster has GPUs (unless ``--profile`` says otherwise); each unset flag takes its
+    profile default; ``--time-budget 0`` means none; the run name defaults to ``<space>-<UTC time>``.
+    """
+    s = settings
+    profile = s.profile or ("gpu" if cluster_gpus > 0 else "cpu")
+    defaults = PROFILE_DEFAULTS[profile]
+    max_epochs = s.max_epochs or defaults["max_epochs"]
+    budget = s.time_budget_s if s.time_budget_s is not None else defaults["time_budget_s"]
+    return ResolvedSearch(
+        settings=s,
+        name=run_name(s, now or datetime.now(timezone.utc)),
+        space=s.space,
+        task=task,
+        profile=profile,
+        metric=s.metric,
+        mode=metric_mode(s.metric),
+        rung_metric=s.rung_metric or default_rung_metric(s.metric),
+        scheduler=s.scheduler,
+        num_samples=s.num_samples or defaults["num_samples"],
+        max_epochs=max_epochs,
+        grace_period=min(s.grace_period or defaults["grace_period"], max_epochs),
+        reduction_factor=s.reduction_factor or defaults["reduction_factor"],
+        time_budget_s=budget or None,
+        cpus_per_trial=s.cpus_per_trial,
+        gpus_per_trial=s.gpus_per_trial if s.gpus_per_trial is not None else (1.0 if profile == "gpu" else 0.0),
+        max_concurrent=s.max_concurrent or max(1, int(cluster_cpus // s.cpus_per_trial)),
+        seed=s.seed,
+        storage=s.storage,
+    )

@@ -1,0 +1,110 @@
+"""The scheduler and searcher ``build_tuner`` makes, tested as Ray tests its schedulers: fake results, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ray.tune.experiment import Experiment, Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import SearchGenerator
+
+from search.settings import ResolvedSearch, SearchSettings, resolve
+from search.tuner import make_scheduler, make_searcher
+from spaces import get_space, recipes_for
+from trainables.config import TrialConfig
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+
+
+def _resolved(**flags) -> ResolvedSearch:
+    settings = SearchSettings(space="pneumonia3class", max_epochs=3, grace_period=1, reduction_factor=2, **flags)
+    return resolve(settings, task="pneumonia3class", cluster_cpus=8, cluster_gpus=0)
+
+
+def _epoch(trial: Trial, epoch: int, **metrics: float) -> dict:
+    result = {"training_iteration": epoch, "epoch": epoch, **metrics}
+    trial.update_last_result(result)
+    return result
+
+
+def _feed(scheduler, *results: tuple[Trial, int, dict[str, float]]) -> list[str]:
+    """Each (trial, epoch, metrics) in turn, as Tune would report it; the scheduler's decisions."""
+    for trial in dict.fromkeys(t for t, _, _ in results):
+        scheduler.on_trial_add(None, trial)
+    return [scheduler.on_trial_result(None, t, _epoch(t, e, **m)) for t, e, m in results]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({}, [CONTINUE, STOP]), ({"rung_metric": "val_balanced_acc"}, [CONTINUE, CONTINUE])],
+    ids=["default-rungs-on-auroc", "rungs-on-balanced-acc"],
+)
+def test_asha_compares_trials_at_its_rung_on_the_rung_metric_not_the_search_metric(flags: dict, expected: list) -> None:
+    scheduler, tuner_metric, tuner_mode = make_scheduler(_resolved(**flags))
+    assert (tuner_metric, tuner_mode) == (None, None), "Tune refuses a metric on both the Tuner and ASHA"
+    learning, majority = Trial("__fake", stub=True), Trial("__fake", stub=True)
+    # After epoch 1 the first trial still answers the majority class (balanced accuracy 1/3) but ranks images well;
+    # the second has the better balanced accuracy and the worse AUROC. Rungs on AUROC keep the first, stop the second.
+    decisions = _feed(
+        scheduler,
+        (learning, 1, {"val_auroc": 0.90, "val_balanced_acc": 0.33}),
+        (majority, 1, {"val_auroc": 0.60, "val_balanced_acc": 0.80}),
+    )
+    assert decisions == expected
+
+
+def test_a_loss_is_minimised_at_the_rungs() -> None:
+    scheduler, _, _ = make_scheduler(_resolved(metric="val_loss"))
+    low, high = Trial("__fake", stub=True), Trial("__fake", stub=True)
+    assert _feed(scheduler, (low, 1, {"val_loss": 0.4}), (high, 1, {"val_loss": 0.9})) == [CONTINUE, STOP]
+    scheduler, _, _ = make_scheduler(_resolved(metric="val_loss"))
+    low, high = Trial("__fake", stub=True), Trial("__fake", stub=True)
+    assert _feed(scheduler, (high, 1, {"val_loss": 0.9}), (low, 1, {"val_loss": 0.4})) == [CONTINUE, CONTINUE]
+
+
+def test_asha_stops_every_trial_at_max_epochs() -> None:
+    scheduler, _, _ = make_scheduler(_resolved())
+    trial = Trial("__fake", stub=True)
+    decisions = _feed(scheduler, *[(trial, e, {"val_auroc": 0.5 + e / 10}) for e in (1, 2, 3)])
+    assert decisions == [CONTINUE, CONTINUE, STOP]
+
+
+def test_fifo_stops_nothing_and_gives_the_tuner_the_search_metric() -> None:
+    scheduler, tuner_metric, tuner_mode = make_scheduler(_resolved(scheduler="fifo", metric="val_loss"))
+    assert (tuner_metric, tuner_mode) == ("val_loss", "min")
+    good, bad = Trial("__fake", stub=True), Trial("__fake", stub=True)
+    assert _feed(scheduler, (good, 1, {"val_loss": 0.4}), (bad, 1, {"val_loss": 5.0})) == [CONTINUE, CONTINUE]
+
+
+def _trainable(config: dict) -> None:  # never run: the generator only builds trials
+    del config
+
+
+def test_param_space_carries_epochs_and_seed_into_every_suggested_config(tmp_path: Path) -> None:
+    r = _resolved(seed=7)
+    recipes = [recipe.config for recipe in recipes_for("cpu")]
+    generator = SearchGenerator(make_searcher(r, get_space("pneumonia3class", "cpu"), recipes, tmp_path))
+    # What build_tuner's Tuner does: the fixed values are the experiment's config (its param_space).
+    generator.add_configurations(
+        [Experiment("t", run=_trainable, config=r.fixed, storage_path=str(tmp_path), num_samples=6)]
+    )
+    configs = []
+    for _ in range(6):
+        trial = generator.next_trial()
+        generator.on_trial_complete(trial.trial_id, {"val_balanced_acc": 0.5, "training_iteration": 1})
+        configs.append(trial.config)
+    assert [c["recipe"] for c in configs[:4]] == [recipe["recipe"] for recipe in recipes], "recipes first"
+    for config in configs:
+        assert (config["epochs"], config["seed"]) == (3, 7)
+        TrialConfig.from_dict(config)  # every key a TrialConfig field, every value valid
+    assert (tmp_path / "study.db").is_file()
+
+
+@pytest.mark.parametrize("flags", [{}, {"startup_trials": 2}])
+def test_the_searcher_is_seeded_tpe_with_the_study_in_the_run_directory(tmp_path: Path, flags: dict) -> None:
+    r = _resolved(**flags)
+    limiter = make_searcher(r, get_space("pneumonia3class", "cpu"), [], tmp_path)
+    assert limiter.max_concurrent == r.max_concurrent
+    sampler = limiter.searcher._sampler
+    assert sampler._n_startup_trials == r.startup_trials(0) and r.startup_trials(0) == flags.get("startup_trials", 5)
