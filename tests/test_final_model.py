@@ -228,3 +228,25 @@ def test_an_old_single_model_best_config_still_retrains_and_a_v1_model_dir_still
     assert proc.returncode == 0, proc.stderr[-3000:]
     scores = json.loads(proc.stdout)
     assert scores["n"] == 60 and 0 <= scores["calibration"]["ece"] <= 1 and scores["calibration"]["reliability"]
+
+
+def test_the_held_out_slice_is_patient_disjoint_stratified_and_seeded() -> None:
+    catalog = DataCatalog(DEMO_DATA, "pneumonia3class")
+    spec = ImageSpec(32, 32, 1, "stretch")
+    fit, held = catalog.holdout_split(spec, 0.1, 0)
+    prepared = catalog.prepare(spec)
+    assert len(fit) + len(held) == len(prepared.train) + len(prepared.val)
+    for c in range(3):  # each class ~10% held out
+        share = (held.y == c).sum() / ((held.y == c).sum() + (fit.y == c).sum())
+        assert 0.07 <= share <= 0.13, (c, share)
+    # Patient-disjoint: rebuild which patients each image belongs to from the index the split was made on.
+    pool = np.union1d(catalog.train_idx, catalog.val_idx)
+    from trainables.index import split_patients
+
+    f, h = split_patients(catalog.index.subset(pool), 0.1, 0)
+    patients = np.asarray(catalog.index.patients, dtype=object)[pool]
+    assert not set(patients[f]) & set(patients[h])
+    again_fit, again_held = catalog.holdout_split(spec, 0.1, 0)
+    assert np.array_equal(again_held.x, held.x) and np.array_equal(again_fit.y, fit.y)
+    other = catalog.holdout_split(spec, 0.1, 1)[1]
+    assert len(other.y) != len(held.y) or not np.array_equal(other.x, held.x)
