@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from reports.page import Page, esc, escs, layout, table
 from reports.rundata import RunData, augment_ops_on, category_key, col
 from runstore.layout import STUDY_FILE
-from runstore.ranking import leaderboard, plain
+from runstore.ranking import counting_epoch, leaderboard, plain
 
 __all__ = [
     "AshaRungs",
@@ -232,10 +232,21 @@ class Importance:
     reason: str | None = None
 
 
+def _counted_value(t: Any, mode: str) -> float | None:
+    """A study trial's value by the one ranking rule: its best epoch (COMPLETE or PRUNED trials), else its value."""
+    if t.state.name not in ("COMPLETE", "PRUNED"):
+        return None
+    counted = counting_epoch(t.intermediate_values, mode)
+    if counted is not None:
+        return counted[1]
+    return float(t.value) if t.state.name == "COMPLETE" and t.value is not None else None
+
+
 def collect_importance(run: RunData, min_trials: int = 2) -> Importance:
     """fANOVA (Optuna's ``FanovaImportanceEvaluator``, seeded) over the run's Optuna study.
 
-    The objective is the value each trial reported to Optuna (the metric at its last epoch: what TPE learnt from).
+    The objective is each trial's value at the epoch that counts (``runstore.ranking.counting_epoch``, from the
+    per-epoch values the study holds), for finished and early-stopped (PRUNED) trials alike.
     A parameter whose range depends on another (the learning rate's range depends on the optimizer) has a different
     distribution in different trials, which Optuna's importance code drops; so the finished trials are copied into an
     in-memory study with each parameter's distribution widened to the union over trials. Parameters that only some
@@ -256,7 +267,12 @@ def collect_importance(run: RunData, min_trials: int = 2) -> Importance:
         if name is None:
             return Importance(reason=f"{STUDY_FILE} holds {len(names)} studies and none is named {run.name!r}")
         study = optuna.load_study(study_name=name, storage=storage)
-        finished = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
+        finished, values = [], {}
+        for t in study.get_trials(deepcopy=False):
+            value = _counted_value(t, run.mode)
+            if value is not None:
+                finished.append(t)
+                values[t.number] = value
     except Exception as exc:  # a locked, corrupt or foreign database: say so on the page
         return Importance(reason=f"the Optuna study could not be read: {type(exc).__name__}: {exc}")
     if len(finished) < min_trials:
@@ -282,7 +298,7 @@ def collect_importance(run: RunData, min_trials: int = 2) -> Importance:
             optuna.trial.create_trial(
                 params={p: t.params[p] for p in dists},
                 distributions=dists,
-                value=float(t.value),  # type: ignore[arg-type]
+                value=values[t.number],
             )
         )
     try:
@@ -460,7 +476,7 @@ def draw_importance(imp: Importance) -> go.Figure:
     )
     return layout(
         fig,
-        f"Hyperparameter importance (fANOVA over {imp.n_trials} finished trials)",
+        f"Hyperparameter importance (fANOVA over {imp.n_trials} trials, each at its best epoch)",
         height=max(300, 60 + 22 * len(imp.params)),
         xaxis_title="share of the score's variance",
     )

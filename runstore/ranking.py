@@ -9,6 +9,7 @@ and :func:`top_trials` all call it, so changing the rule is one edit here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,16 @@ from runstore.layout import load_run_info, run_metric
 from runstore.metrics import metric_mode
 from runstore.trials import load_trials
 
-__all__ = ["BestTrial", "best_trial", "is_recipe", "leaderboard", "plain", "rank_trials", "top_trials"]
+__all__ = [
+    "BestTrial",
+    "best_trial",
+    "counting_epoch",
+    "is_recipe",
+    "leaderboard",
+    "plain",
+    "rank_trials",
+    "top_trials",
+]
 
 
 def plain(v: Any) -> Any:
@@ -41,6 +51,17 @@ def is_recipe(table: pd.DataFrame) -> pd.Series:
     return table["config/recipe"].fillna("").astype(str).ne("")
 
 
+def counting_epoch(values: Mapping[int, float], mode: str) -> tuple[int, float] | None:
+    """THE rule for which epoch of a trial counts: its best finite value of the metric (``mode`` "max" or "min"),
+    the earliest such epoch on a tie; ``None`` when it reported none. ``values`` maps epoch -> metric value."""
+    finite = sorted((int(e), float(v)) for e, v in values.items() if v is not None and math.isfinite(float(v)))
+    if not finite:
+        return None
+    pick = max if mode == "max" else min
+    best = pick(v for _, v in finite)
+    return next((e, v) for e, v in finite if v == best)
+
+
 def rank_trials(trials: pd.DataFrame, metric: str, mode: str | None = None) -> pd.DataFrame:
     """One row per trial at the epoch that counts (its best by ``metric``), best trial first.
 
@@ -53,13 +74,14 @@ def rank_trials(trials: pd.DataFrame, metric: str, mode: str | None = None) -> p
     rows = []
     for _tid, df in trials.groupby("trial_id", sort=False):
         scored = df.dropna(subset=[metric])
-        if scored.empty:
+        epochs = scored["epoch"] if "epoch" in scored.columns else pd.Series(range(1, len(scored) + 1), scored.index)
+        counted = counting_epoch(dict(zip(epochs.astype(int), scored[metric])), mode)
+        if counted is None:
             best = df.iloc[-1].copy()
             best["best_epoch"] = 0
         else:
-            i = scored[metric].idxmax() if mode == "max" else scored[metric].idxmin()
-            best = scored.loc[i].copy()
-            best["best_epoch"] = int(best.get("epoch", 0))
+            best = scored.loc[(epochs.astype(int) == counted[0]).idxmax()].copy()
+            best["best_epoch"] = counted[0]
         rows.append(best)
     ranked = pd.DataFrame(rows).sort_values(
         [metric, "best_epoch"], ascending=[mode == "min", True], na_position="last", kind="stable"

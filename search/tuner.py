@@ -38,12 +38,14 @@ def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
 
 
 def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], run_dir: Path) -> Any:
-    """Optuna's seeded TPE over the define-by-run ``space``, the recipes queued first, the study in ``run_dir``."""
+    """Optuna's seeded TPE over the define-by-run ``space``, the recipes queued first, the study in ``run_dir``;
+    early-stopped trials are PRUNED and finished ones valued at their best epoch (``search.searcher``)."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(
+    from search.searcher import RankedOptunaSearch
+
+    searcher = RankedOptunaSearch(
         space=space,
         metric=r.metric,
         mode=r.mode,
@@ -51,6 +53,7 @@ def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], 
         study_name=r.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
         points_to_evaluate=list(recipes) or None,
+        max_epochs=r.max_epochs,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=r.max_concurrent)
 

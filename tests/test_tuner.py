@@ -108,3 +108,29 @@ def test_the_searcher_is_seeded_tpe_with_the_study_in_the_run_directory(tmp_path
     assert limiter.max_concurrent == r.max_concurrent
     sampler = limiter.searcher._sampler
     assert sampler._n_startup_trials == r.startup_trials(0) and r.startup_trials(0) == flags.get("startup_trials", 5)
+
+
+def test_optuna_is_told_pruned_for_early_stops_and_the_best_epoch_for_finished_trials(tmp_path: Path) -> None:
+    """Fake results through the real searcher: a trial ASHA stopped after one epoch is PRUNED (its epoch kept as an
+    intermediate value), a trial that ran all 3 epochs is COMPLETE at its best epoch, not its last."""
+    import optuna
+
+    r = _resolved(seed=0)
+    limiter = make_searcher(r, get_space("pneumonia3class", "cpu"), [], tmp_path)
+    generator = SearchGenerator(limiter)
+    generator.add_configurations(
+        [Experiment("t", run=_trainable, config=r.fixed, storage_path=str(tmp_path), num_samples=3)]
+    )
+    finished, stopped, failed = (generator.next_trial() for _ in range(3))
+    for epoch, value in enumerate([0.5, 0.72, 0.6], start=1):
+        generator.on_trial_result(finished.trial_id, {"val_balanced_acc": value, "training_iteration": epoch})
+    generator.on_trial_complete(finished.trial_id, {"val_balanced_acc": 0.6, "training_iteration": 3})
+    generator.on_trial_result(stopped.trial_id, {"val_balanced_acc": 0.41, "training_iteration": 1})
+    generator.on_trial_complete(stopped.trial_id, {"val_balanced_acc": 0.41, "training_iteration": 1})
+    generator.on_trial_result(failed.trial_id, {"val_balanced_acc": 0.3, "training_iteration": 1})
+    generator.on_trial_complete(failed.trial_id, None, error=True)
+    study = optuna.load_study(study_name=r.name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert trials[0].value == pytest.approx(0.72)  # the best epoch, which export and the leaderboard also count
+    assert trials[1].intermediate_values == {1: 0.41}  # Optuna keeps a pruned trial at its last reported value
