@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runstore.atomic import write_text
 from search.errors import UserError, cli
 from search.rundir import BEST_FILE, best_trial, load_run_info
 
@@ -58,9 +59,22 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def export_best(run_dir: str | Path, out: str | Path | None = None, metric: str | None = None) -> Path:
-    """Write the best trial of ``run_dir`` to ``out`` (default ``RUN_DIR/best_config.json``) and return its path."""
+def export_best(
+    run_dir: str | Path, out: str | Path | None = None, metric: str | None = None, *, force: bool = False
+) -> Path:
+    """Write the best trial of ``run_dir`` to ``out`` (default ``RUN_DIR/best_config.json``) and return its path.
+
+    The file is replaced atomically; an existing file that is not a best_config.json of ours is refused unless
+    ``force``, so ``-o`` cannot overwrite another run's run.json or anything else by mistake.
+    """
     run_dir = Path(run_dir)
+    target = Path(out) if out else run_dir / BEST_FILE
+    if target.is_dir():
+        raise UserError(f"-o: {target} is a directory; give the file to write, e.g. {target / BEST_FILE}")
+    if target.exists() and not force and not _is_ours(target):
+        raise UserError(
+            f"-o: {target} exists and is not a best_config.json written by search.export; pass --force to replace it"
+        )
     info = load_run_info(run_dir)
     best = best_trial(run_dir, metric=metric)
     config = dict(best.config)
@@ -83,10 +97,15 @@ def export_best(run_dir: str | Path, out: str | Path | None = None, metric: str 
         "provenance": provenance(),
         "exported": datetime.now(timezone.utc).isoformat(),
     }
-    out = Path(out) if out else run_dir / BEST_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-    return out
+    return write_text(target, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        load_best_config(path)
+    except UserError:
+        return False
+    return True
 
 
 def load_best_config(path: str | Path) -> dict[str, Any]:
@@ -100,6 +119,9 @@ def load_best_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a best_config.json (not valid JSON: {exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
         raise UserError(f'{path}: not a best_config.json written by search.export (expected "format": "{FORMAT}")')
+    from search.filechecks import check_best_config  # imports torch: only when a file is read for retraining
+
+    check_best_config(doc, path)
     return doc
 
 
@@ -109,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", help="a run directory written by search.run")
     p.add_argument("-o", "--output", help="where to write (default: RUN_DIR/best_config.json)")
     p.add_argument("--metric", help="select by this metric instead of the run's")
+    p.add_argument("--force", action="store_true", help="replace an existing -o file that is not a best_config.json")
     args = p.parse_args(argv)
-    path = export_best(args.run_dir, args.output, args.metric)
+    path = export_best(args.run_dir, args.output, args.metric, force=args.force)
     doc = json.loads(path.read_text())
     v = doc["validation"]
     print(

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from search.errors import UserError
+from search.filechecks import check_model_files
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.models import create_model
@@ -109,8 +110,9 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         prep = json.loads((path / "preprocessing.json").read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: a model file is not valid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{path}/config.json: not written by search.retrain (expected format {FORMAT})")
+    check_model_files(path, meta, labels, prep)
     config = TrialConfig.from_dict({**meta["config"], "pretrained": False})
     classes = tuple(labels[str(i)] for i in range(len(labels)))
     spec = ImageSpec(prep["height"], prep["width"], prep["channels"], prep["resize"])

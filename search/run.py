@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
 from search.errors import UserError, cli
 from search.rundir import (
     BEST_FILE,
@@ -134,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run; its saved flags are reused")
+    p.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="resume a run this machine did not create (resuming unpickles its Tune state, which can run code: only "
+        "for run folders you trust)",
+    )
     return p
 
 
@@ -152,6 +160,18 @@ def _validate(s: SearchSettings) -> None:
     ):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    for flag, value in (
+        ("--cpus-per-trial", s.cpus_per_trial),
+        ("--gpus-per-trial", s.gpus_per_trial),
+        ("--time-budget", s.time_budget_s),
+        ("--val-fraction", s.val_fraction),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+    if s.time_budget_s is not None and s.time_budget_s < 0:
+        raise UserError(f"--time-budget must be >= 0 seconds (0 = no budget), got {s.time_budget_s}")
+    if s.name is not None:
+        _check_run_name(s.name)
     if s.cpus_per_trial <= 0:
         raise UserError(f"--cpus-per-trial must be > 0, got {s.cpus_per_trial}")
     if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
@@ -165,6 +185,50 @@ def _validate(s: SearchSettings) -> None:
         raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
     if s.data is not None and not Path(s.data).expanduser().is_dir():
         raise UserError(f"--data: {s.data} is not a directory; expected a chest_xray folder or class folders")
+    if not s.address:
+        _check_local_resources(s.cpus_per_trial, s.gpus_per_trial)
+
+
+def _check_run_name(name: str) -> None:
+    """A run name is one path component, so the run lands inside --storage and nowhere else."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+        raise UserError(
+            f"--name: {name!r} is not a run name; use one folder name (letters, digits, - _ .), no slashes, "
+            "not . or .., no leading or trailing spaces"
+        )
+
+
+def _check_local_resources(cpus: float, gpus: float | None) -> None:
+    """A local run (no --address) that asks for more than this machine has would wait forever: refuse it."""
+    have_cpus = len(os.sched_getaffinity(0))
+    if cpus > have_cpus:
+        raise UserError(f"--cpus-per-trial {cpus:g}: this machine has {have_cpus} CPU(s); a trial could never start")
+    if gpus:
+        import torch
+
+        have_gpus = torch.cuda.device_count()
+        if gpus > have_gpus:
+            raise UserError(
+                f"--gpus-per-trial {gpus:g}: this machine has {have_gpus} GPU(s); a trial could never start "
+                "(join a cluster with GPUs with --address)"
+            )
+
+
+def _check_cluster_resources(address: str | None, cpus: float, gpus: float) -> None:
+    """After Ray starts: refuse on a local run, warn on a cluster (its autoscaler may add nodes later)."""
+    import ray
+
+    have = ray.cluster_resources()
+    short = [
+        f"{need:g} {kind} per trial but the cluster has {have.get(key, 0):g}"
+        for kind, key, need in (("CPU(s)", "CPU", cpus), ("GPU(s)", "GPU", gpus))
+        if need > float(have.get(key, 0))
+    ]
+    if not short:
+        return
+    if not address:
+        raise UserError(f"this machine cannot run a trial: {'; '.join(short)}")
+    log.warning("%s: no trial can start until the cluster grows (an autoscaler may add nodes)", "; ".join(short))
 
 
 class SearchInterrupted(Exception):
@@ -333,6 +397,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
     reduction = s.reduction_factor or defaults["reduction_factor"]
     budget = (s.time_budget_s if s.time_budget_s is not None else defaults["time_budget_s"]) or None  # 0: none
     gpus = s.gpus_per_trial if s.gpus_per_trial is not None else (1.0 if profile == "gpu" else 0.0)
+    _check_cluster_resources(s.address, s.cpus_per_trial, gpus)
     mode = metric_mode(s.metric)
     rung_metric = s.rung_metric or default_rung_metric(s.metric)
     if profile == "cpu":
@@ -383,9 +448,11 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
     recipes = [r.config for r in seed_recipes]
 
     if resume_dir is None:
+        run_id = new_run_id()
         write_run_info(
             run_dir,
             {
+                "run_id": run_id,
                 "settings": dataclasses.asdict(s),
                 "name": name,
                 "space": s.space,
@@ -406,6 +473,8 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None) -> Path
                 "provenance": provenance(),
             },
         )
+        # Before Tune writes any state: a run created here resumes without --trust-run, even after a SIGKILL.
+        trust_run(uri or str(run_dir), run_id)
 
     resources = {"cpu": s.cpus_per_trial, "gpu": gpus}
     trainable = tune.with_resources(tune.with_parameters(train_fn, data=catalog), resources)
@@ -541,13 +610,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_dir = Path(args.resume).expanduser().resolve()
         info = load_run_info(run_dir)
+        settings = _settings_from_run_info(info, run_dir, args.address)
+        if info.get("finished") is True:
+            raise UserError(
+                f"--resume: {run_dir} was finished (ended {info.get('ended', 'at an unknown time')}); nothing to "
+                "resume. Start a new run with --name, or rebuild its files with search.export / reports.build"
+            )
+        storage = info.get("storage", "")
+        experiment = run_uri(storage, info["name"]) if isinstance(storage, str) and is_uri(storage) else str(run_dir)
+        if not is_trusted(experiment, info.get("run_id")):
+            if not args.trust_run:
+                raise UserError(
+                    f"--resume: {experiment} was not created on this machine (not in {registry_path()}); resuming "
+                    "unpickles its Tune state, which can run code. If you trust this folder, add --trust-run"
+                )
+            if isinstance(info.get("run_id"), str) and info["run_id"]:
+                trust_run(experiment, info["run_id"])
         from ray.tune import Tuner
 
-        experiment = run_uri(info["storage"], info["name"]) if is_uri(info.get("storage", "")) else str(run_dir)
         if not Tuner.can_restore(experiment):
             raise UserError(f"--resume: {experiment} holds no Ray Tune experiment state to resume")
-        settings = SearchSettings(**info["settings"])
-        settings.name = info["name"]  # a stamped default name must not be stamped anew
         if args.address:
             settings.address = args.address
         return _run_or_interrupted(settings, resume_dir=run_dir)
@@ -558,13 +640,64 @@ def main(argv: list[str] | None = None) -> int:
     return _run_or_interrupted(settings)
 
 
+def _settings_from_run_info(info: dict[str, Any], run_dir: Path, address: str | None = None) -> SearchSettings:
+    """The saved flags of a run.json, checked as the flags are: a hand-edited file is an error naming the key."""
+    where = run_dir / "run.json"
+    saved, name = info.get("settings"), info.get("name")
+    if not isinstance(saved, dict) or not isinstance(name, str):
+        raise UserError(f'{where}: no "settings" object or "name"; expected a run.json written by search.run')
+    known = {f.name: f for f in dataclasses.fields(SearchSettings)}
+    unknown = sorted(set(saved) - set(known))
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    for key, value in saved.items():
+        kind = str(known[key].type)
+        ok = (
+            (value is None and "None" in kind)
+            or (kind.startswith("str") and isinstance(value, str))
+            or (kind.startswith("bool") and isinstance(value, bool))
+            or (kind.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
+            or (kind.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool))
+        )
+        if not ok:
+            raise UserError(f"{where}: setting {key} is {value!r}; expected {kind}")
+    settings = SearchSettings(**saved)
+    settings.name = name  # a stamped default name must not be stamped anew
+    settings.address = address or settings.address
+    try:
+        _validate(settings)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return settings
+
+
 def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None) -> int:
     try:
-        run_search(settings, resume_dir=resume_dir)
+        run_dir = run_search(settings, resume_dir=resume_dir)
     except SearchInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
-    return 0
+    return _exit_without_result(run_dir, settings.metric)
+
+
+def _exit_without_result(run_dir: Path, metric: str) -> int:
+    """0 if some trial scored ``metric``; else 1 with one line: the first trial error and where the logs are."""
+    trials = load_trials(run_dir)
+    if metric in trials.columns and trials[metric].notna().any():
+        return 0
+    errors = trials[trials["error"].fillna("").astype(str).ne("")] if "error" in trials.columns else trials.iloc[0:0]
+    first = ""
+    if not errors.empty:
+        row = errors.iloc[0]
+        first = f"; first error ({row['trial_dir']}): {' '.join(str(row['error']).split())[:300]}"
+        logs = f"{run_dir / str(row['trial_dir']) / 'error.txt'}"
+    else:
+        logs = str(run_dir)
+    print(
+        f"error: no trial reported {metric} ({len(trials.groupby('trial_id'))} trial(s)){first}; logs: {logs}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from runstore.atomic import write_text
 from search.errors import UserError
 
 __all__ = [
@@ -64,15 +65,18 @@ def load_run_info(run_dir: str | Path) -> dict[str, Any]:
     if not is_run_dir(run_dir):
         raise UserError(f"{run_dir}: holds no run (no {RUN_FILE}); expected a directory written by search.run")
     try:
-        return json.loads((run_dir / RUN_FILE).read_text())
+        info = json.loads((run_dir / RUN_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{run_dir / RUN_FILE}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{run_dir / RUN_FILE}: cannot be read ({exc})") from exc
+    if not isinstance(info, dict):
+        raise UserError(f"{run_dir / RUN_FILE}: expected a JSON object written by search.run")
+    return info
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    tmp = run_dir / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-    tmp.replace(run_dir / RUN_FILE)
+    write_text(run_dir / RUN_FILE, json.dumps(info, indent=2, sort_keys=True, default=str))
 
 
 def _read_result_lines(path: Path) -> list[dict[str, Any]]:
@@ -86,6 +90,17 @@ def _read_result_lines(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:  # a line being written as we read: the run is still going
             break
     return rows
+
+
+def _read_params(path: Path) -> dict[str, Any]:
+    """A trial's params.json (Ray writes it when the trial starts); a damaged one is an error naming it."""
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path}: not a trial's params.json ({exc})") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a trial's params.json (expected a JSON object of the trial's config)")
+    return config
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
@@ -107,7 +122,7 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
     failed = set(info["failed_trials"]) if "failed_trials" in info else None
     frames = []
     for tdir in _trial_dirs(run_dir):
-        config = json.loads((tdir / "params.json").read_text())
+        config = _read_params(tdir / "params.json")
         rows = _read_result_lines(tdir / "result.json") if (tdir / "result.json").exists() else []
         error_file = tdir / "error.txt"
         error = ""
@@ -148,7 +163,7 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
 def write_trials_csv(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / TRIALS_FILE
-    load_trials(run_dir).to_csv(path, index=False)
+    write_text(path, load_trials(run_dir).to_csv(index=False))
     return path
 
 
