@@ -689,7 +689,7 @@ def _exit_without_result(run_dir: Path, metric: str) -> int:
     first = ""
     if not errors.empty:
         row = errors.iloc[0]
-        first = f"; first error ({row['trial_dir']}): {' '.join(str(row['error']).split())[:300]}"
+        first = f"; first error (trial {row['trial_id']}): {' '.join(str(row['error']).split())[:300]}"
         logs = f"{run_dir / str(row['trial_dir']) / 'error.txt'}"
     else:
         logs = str(run_dir)

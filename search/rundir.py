@@ -72,7 +72,42 @@ def load_run_info(run_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{run_dir / RUN_FILE}: cannot be read ({exc})") from exc
     if not isinstance(info, dict):
         raise UserError(f"{run_dir / RUN_FILE}: expected a JSON object written by search.run")
+    _check_run_info(info, run_dir / RUN_FILE)
     return info
+
+
+#: run.json keys the commands read, and the JSON type each must have when present.
+_RUN_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "space": (str,),
+    "task": (str,),
+    "metric": (str,),
+    "mode": (str,),
+    "rung_metric": (str,),
+    "max_epochs": (int,),
+    "num_samples": (int,),
+    "finished": (bool,),
+    "settings": (dict,),
+    "data": (dict,),
+    "failed_trials": (list,),
+    "run_id": (str,),
+}
+
+
+def _check_run_info(info: dict[str, Any], where: Path) -> None:
+    """A hand-edited or damaged run.json is one error naming the key, not a traceback in a report or export."""
+    for key, types in _RUN_KEYS.items():
+        value = info.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
+            raise UserError(f"{where}: {key} is {value!r}; expected {' or '.join(t.__name__ for t in types)}")
+    if info.get("mode") not in (None, "min", "max"):
+        raise UserError(f"{where}: mode is {info['mode']!r}; expected min or max")
+    if isinstance(info.get("max_epochs"), int) and info["max_epochs"] < 1:
+        raise UserError(f"{where}: max_epochs is {info['max_epochs']}; expected >= 1")
+    if not all(isinstance(n, str) for n in info.get("failed_trials") or []):
+        raise UserError(f"{where}: failed_trials must list trial folder names")
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:

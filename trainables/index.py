@@ -267,7 +267,7 @@ def index_dataset(root: str | Path, task: str, split: str = "pool") -> DatasetIn
     hashes = [d for d in digests if d is not None]
     if not paths:
         raise DataLayoutError(
-            f"{root}: no readable images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
+            f"{root}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
             + (f"; {len(unreadable)} could not be read" if unreadable else "")
             + f"); {_EXPECTED}"
         )
