@@ -650,6 +650,8 @@ def _settings_from_run_info(info: dict[str, Any], run_dir: Path, address: str | 
     unknown = sorted(set(saved) - set(known))
     if unknown:
         raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    if "space" not in saved:
+        raise UserError(f"{where}: settings has no space; expected a run.json written by search.run")
     for key, value in saved.items():
         kind = str(known[key].type)
         ok = (
