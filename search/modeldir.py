@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,11 @@ def load_model_dir(path: str | Path) -> LoadedModel:
         image_size=spec.size,
         **{k: v for k, v in config.model_kwargs().items() if k not in ("pretrained",)},
     )
-    state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # weights_only refuses code; a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path / 'weights.pt'}: not the state dict this config needs ({first[:200]})") from exc
     model.eval()
     return LoadedModel(model, config, classes, spec, tuple(prep["mean"]), tuple(prep["std"]), meta.get("task", ""))

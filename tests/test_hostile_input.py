@@ -53,15 +53,26 @@ def _digest(p: Path) -> str:
 
 def call(module: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """``python -m module argv`` in this process; any exception but SystemExit is a traceback the user would see."""
-    main = importlib.import_module(module).main
+    mod = importlib.import_module(module)
     capsys.readouterr()
+    start_ray = getattr(mod, "_start_ray", None)
+    if start_ray is not None:  # a command that should be refused must not start a search in the test process
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"{module} {argv} got as far as starting Ray")
+
+        mod._start_ray = refuse
     try:
-        code = main(argv)
+        code = mod.main(argv)
     except SystemExit as exc:  # argparse
         code = exc.code
+    except AssertionError:
+        raise
     except BaseException as exc:  # noqa: BLE001 - the point is to report it as the traceback a user would get
         pytest.fail(f"{module} {argv} raised {type(exc).__name__}: {exc} (a traceback for the user)")
-    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized(), "a refused command started Ray"
+    finally:
+        if start_ray is not None:
+            mod._start_ray = start_ray
     return code, capsys.readouterr().err
 
 
@@ -565,6 +576,8 @@ def _edit_json(name: str, edit):
         (_edit_json("config.json", lambda d: {**d, "format": "other"}), ["config.json", "not written by"]),
         (_edit_json("config.json", lambda d: {**d, "task": "nope"}), ["config.json", "'nope'"]),
         (lambda m: (m / "weights.pt").unlink(), ["weights.pt"]),
+        (lambda m: (m / "weights.pt").write_bytes(b"\x80\x04not a pickle"), ["weights.pt", "state dict"]),
+        (_edit_json("preprocessing.json", lambda d: {**d, "height": 48}), ["weights.pt", "state dict"]),
     ],
 )
 def test_evaluate_refuses_a_damaged_model_folder(
@@ -577,6 +590,18 @@ def test_evaluate_refuses_a_damaged_model_folder(
     code, err = call("search.evaluate", [str(model), "--data", str(small_data)], capsys)
     assert_refused(code, err, *words)
     assert snapshot(tmp_path) == before
+
+
+def test_a_weights_file_carrying_a_harmful_pickle_is_refused_without_running_it(
+    model_dir: Path, small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """weights.pt is loaded with ``weights_only=True``: a pickle that would run code is an error, and runs nothing."""
+    model, marker = tmp_path / "model", tmp_path / "PWNED"
+    shutil.copytree(model_dir, model)
+    (model / "weights.pt").write_bytes(pickle.dumps(_Planted(marker)))
+    code, err = call("search.evaluate", [str(model), "--data", str(small_data)], capsys)
+    assert_refused(code, err, "weights.pt")
+    assert not marker.exists()
 
 
 def test_evaluate_names_class_folders_the_model_does_not_know(
