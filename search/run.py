@@ -240,7 +240,7 @@ def _sigint_sentinel(signum: int, frame: Any) -> None:
 
 
 def _fit_interrupted(tuner: Any) -> tuple[bool, Any]:
-    """Run ``tuner.fit()``; return (True if Ctrl+C (or SIGUSR1) stopped it, the ``ResultGrid``).
+    """Run ``tuner.fit()``; return (True if Ctrl+C or SIGTERM stopped it, the ``ResultGrid``).
 
     Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
     terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
@@ -249,11 +249,14 @@ def _fit_interrupted(tuner: Any) -> tuple[bool, Any]:
     if threading.current_thread() is not threading.main_thread():
         return False, tuner.fit()
     signal.signal(signal.SIGINT, _sigint_sentinel)
+    # SIGTERM (a spot node's notice, `kill`, a scheduler's stop) stops the search as Ctrl+C does: Tune handles SIGINT.
+    previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         grid = tuner.fit()
         return signal.getsignal(signal.SIGINT) is _sigint_sentinel, grid
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _record_failed_trials(run_dir: Path, grid: Any) -> None:
