@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from runstore.atomic import write_text
 from runstore.errors import UserError
 from runstore.metrics import DEFAULT_METRIC
 
@@ -57,15 +58,53 @@ def load_run_info(run_dir: str | Path) -> dict[str, Any]:
     if not is_run_dir(run_dir):
         raise UserError(f"{run_dir}: holds no run (no {RUN_FILE}); expected a directory written by search.run")
     try:
-        return json.loads((run_dir / RUN_FILE).read_text())
+        info = json.loads((run_dir / RUN_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{run_dir / RUN_FILE}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{run_dir / RUN_FILE}: cannot be read ({exc})") from exc
+    if not isinstance(info, dict):
+        raise UserError(f"{run_dir / RUN_FILE}: expected a JSON object written by search.run")
+    _check_run_info(info, run_dir / RUN_FILE)
+    return info
+
+
+#: run.json keys the commands read, and the JSON type each must have when present.
+_RUN_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "space": (str,),
+    "task": (str,),
+    "metric": (str,),
+    "mode": (str,),
+    "rung_metric": (str,),
+    "max_epochs": (int,),
+    "num_samples": (int,),
+    "finished": (bool,),
+    "settings": (dict,),
+    "data": (dict,),
+    "failed_trials": (list,),
+    "run_id": (str,),
+}
+
+
+def _check_run_info(info: dict[str, Any], where: Path) -> None:
+    """A hand-edited or damaged run.json is one error naming the key, not a traceback in a report or export."""
+    for key, types in _RUN_KEYS.items():
+        value = info.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
+            raise UserError(f"{where}: {key} is {value!r}; expected {' or '.join(t.__name__ for t in types)}")
+    if info.get("mode") not in (None, "min", "max"):
+        raise UserError(f"{where}: mode is {info['mode']!r}; expected min or max")
+    if isinstance(info.get("max_epochs"), int) and info["max_epochs"] < 1:
+        raise UserError(f"{where}: max_epochs is {info['max_epochs']}; expected >= 1")
+    if not all(isinstance(n, str) for n in info.get("failed_trials") or []):
+        raise UserError(f"{where}: failed_trials must list trial folder names")
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    tmp = run_dir / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
-    tmp.replace(run_dir / RUN_FILE)
+    write_text(run_dir / RUN_FILE, json.dumps(info, indent=2, sort_keys=True, default=str))
 
 
 def run_metric(info: dict[str, Any]) -> tuple[str, str | None]:

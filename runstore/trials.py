@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from runstore.atomic import write_text
+from runstore.errors import UserError
 from runstore.layout import TRIALS_FILE, is_run_dir, load_run_info
 
 __all__ = ["FRONT_COLUMNS", "load_trials", "trial_order", "write_trials_csv"]
@@ -51,6 +53,17 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: (trial_order(d.name) is None, trial_order(d.name) or 0))
 
 
+def _read_params(path: Path) -> dict[str, Any]:
+    """A trial's params.json (Ray writes it when the trial starts); a damaged one is an error naming it."""
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path}: not a trial's params.json ({exc})") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a trial's params.json (expected a JSON object of the trial's config)")
+    return config
+
+
 def load_trials(run_dir: str | Path) -> pd.DataFrame:
     """One row per trial per reported epoch, with ``config/<key>`` columns, a ``status`` and an ``order`` per trial.
 
@@ -66,7 +79,7 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
     failed = set(info["failed_trials"]) if "failed_trials" in info else None
     frames = []
     for position, tdir in enumerate(_trial_dirs(run_dir), start=1):
-        config = json.loads((tdir / "params.json").read_text())
+        config = _read_params(tdir / "params.json")
         rows = _read_result_lines(tdir / "result.json") if (tdir / "result.json").exists() else []
         error_file = tdir / "error.txt"
         error = ""
@@ -109,5 +122,5 @@ def write_trials_csv(run_dir: str | Path) -> Path:
     """Write :func:`load_trials` of ``run_dir`` to its ``trials.csv``; return the path."""
     run_dir = Path(run_dir)
     path = run_dir / TRIALS_FILE
-    load_trials(run_dir).to_csv(path, index=False)
+    write_text(path, load_trials(run_dir).to_csv(index=False))
     return path

@@ -40,6 +40,11 @@ def evaluate_model_dir(
             "sub-folders), never the images a model may have trained on"
         )
     index = index_dataset(root, loaded.task or "folders", split="test" if kaggle else "pool")
+    if index.ignored_folders:
+        raise UserError(
+            f"--data: {root} has class folder(s) {', '.join(index.ignored_folders)} that the model does not know; "
+            f"it predicts {', '.join(loaded.classes)}"
+        )
     if tuple(c.upper() for c in index.classes) != tuple(c.upper() for c in loaded.classes):
         raise UserError(
             f"--data: {root} has classes {', '.join(index.classes)} but the model predicts {', '.join(loaded.classes)}"
@@ -49,7 +54,8 @@ def evaluate_model_dir(
     probs = predict(loaded.model.eval().to(dev), decoded.array, device=dev)
     y = index.labels[decoded.ok]
     out = score(y, probs.numpy(), loaded.classes, n_boot=n_boot, decision_weights=loaded.decision_weights)
-    out["data"] = {"root": str(root), "split": "test" if kaggle else "all", "skipped_broken": decoded.broken}
+    broken = index.unreadable + decoded.broken
+    out["data"] = {"root": str(root), "split": "test" if kaggle else "all", "skipped_broken": broken}
     out["model_dir"] = str(Path(model_dir))
     return out
 

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runstore.atomic import write_text
 from runstore.errors import UserError, cli
 from runstore.layout import BEST_FILE, load_run_info
 from runstore.ranking import top_trials
@@ -72,12 +73,24 @@ def export_best(
     calibration: str | None = None,
     decision: str | None = None,
     member_budget: float = FinalRecipe.MEMBER_BUDGET,
+    force: bool = False,
 ) -> Path:
     """Write the best trial of ``run_dir`` and the recipe of its final model to ``out`` (default
     ``RUN_DIR/best_config.json``): the ``members`` best distinct configs that share the best one's resize policy and
     whose training, at the pace their trials trained in the search, adds up to at most ``member_budget`` seconds
-    (the best trial is always a member), and how to combine them."""
+    (the best trial is always a member), and how to combine them.
+
+    The file is replaced atomically; an existing file that is not a best_config.json of ours is refused unless
+    ``force``, so ``-o`` cannot overwrite another run's run.json or anything else by mistake.
+    """
     run_dir = Path(run_dir)
+    target = Path(out) if out else run_dir / BEST_FILE
+    if target.is_dir():
+        raise UserError(f"-o: {target} is a directory; give the file to write, e.g. {target / BEST_FILE}")
+    if target.exists() and not force and not _is_ours(target):
+        raise UserError(
+            f"-o: {target} exists and is not a best_config.json written by search.export; pass --force to replace it"
+        )
     info = load_run_info(run_dir)
     if members < 1:
         raise UserError(f"--members must be >= 1, got {members}")
@@ -132,10 +145,15 @@ def export_best(
         "provenance": provenance(),
         "exported": datetime.now(timezone.utc).isoformat(),
     }
-    out = Path(out) if out else run_dir / BEST_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-    return out
+    return write_text(target, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        load_best_config(path)
+    except UserError:
+        return False
+    return True
 
 
 def _epoch_seconds(run_dir: Path) -> dict[str, float]:
@@ -157,6 +175,9 @@ def load_best_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a best_config.json (not valid JSON: {exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
         raise UserError(f'{path}: not a best_config.json written by search.export (expected "format": "{FORMAT}")')
+    from search.filechecks import check_best_config  # imports torch: only when a file is read for retraining
+
+    check_best_config(doc, path)
     return doc
 
 
@@ -166,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", help="a run directory written by search.run")
     p.add_argument("-o", "--output", help="where to write (default: RUN_DIR/best_config.json)")
     p.add_argument("--metric", help="select by this metric instead of the run's")
+    p.add_argument("--force", action="store_true", help="replace an existing -o file that is not a best_config.json")
     p.add_argument(
         "--members",
         type=int,
@@ -191,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration=args.calibration,
         decision=args.decision,
         member_budget=args.member_budget,
+        force=args.force,
     )
     doc = json.loads(path.read_text())
     v = doc["validation"]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from runstore.errors import UserError
+from search.filechecks import check_model_files
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.ensemble import FinalModel, Member
@@ -177,6 +178,7 @@ def load_model_dir(path: str | Path) -> LoadedModel:
     prep = _read_json(path / "preprocessing.json")
     if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
         raise UserError(f"{path}/config.json: not written by search.retrain (expected format {FORMAT})")
+    check_model_files(path, meta, labels, prep)
     try:
         classes = tuple(labels[str(i)] for i in range(len(labels)))
         spec = ImageSpec(prep["height"], prep["width"], prep["channels"], prep["resize"])

@@ -29,6 +29,7 @@ from runstore.layout import BEST_FILE, STUDY_FILE, load_run_info, write_run_info
 from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
+from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
 from search.settings import SearchSettings, default_rung_metric, resolve, run_name, validate
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
@@ -95,7 +96,30 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Ray Tune's full console output (default: a status line; the full log goes to RUN_DIR/search.log)",
     )
+    p.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="resume a run this machine did not create (resuming unpickles its Tune state, which can run code: only "
+        "for run folders you trust)",
+    )
     return p
+
+
+def _check_cluster_resources(address: str | None, cpus: float, gpus: float) -> None:
+    """After Ray starts: refuse on a local run, warn on a cluster (its autoscaler may add nodes later)."""
+    import ray
+
+    have = ray.cluster_resources()
+    short = [
+        f"{need:g} {kind} per trial but the cluster has {have.get(key, 0):g}"
+        for kind, key, need in (("CPU(s)", "CPU", cpus), ("GPU(s)", "GPU", gpus))
+        if need > float(have.get(key, 0))
+    ]
+    if not short:
+        return
+    if not address:
+        raise UserError(f"this machine cannot run a trial: {'; '.join(short)}")
+    log.warning("%s: no trial can start until the cluster grows (an autoscaler may add nodes)", "; ".join(short))
 
 
 class SearchInterrupted(Exception):
@@ -107,7 +131,7 @@ def _sigint_sentinel(signum: int, frame: Any) -> None:
 
 
 def _fit_interrupted(tuner: Any) -> tuple[bool, Any]:
-    """Run ``tuner.fit()``; return (True if Ctrl+C (or SIGUSR1) stopped it, the ``ResultGrid``).
+    """Run ``tuner.fit()``; return (True if Ctrl+C or SIGTERM stopped it, the ``ResultGrid``).
 
     Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
     terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
@@ -116,11 +140,14 @@ def _fit_interrupted(tuner: Any) -> tuple[bool, Any]:
     if threading.current_thread() is not threading.main_thread():
         return False, tuner.fit()
     signal.signal(signal.SIGINT, _sigint_sentinel)
+    # SIGTERM (a spot node's notice, `kill`, a scheduler's stop) stops the search as Ctrl+C does: Tune handles SIGINT.
+    previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         grid = tuner.fit()
         return signal.getsignal(signal.SIGINT) is _sigint_sentinel, grid
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _record_failed_trials(run_dir: Path, grid: Any) -> None:
@@ -262,6 +289,7 @@ def _search_on_ray(
     r = resolve(
         s, task=task, cluster_cpus=float(cluster.get("CPU", 1)), cluster_gpus=float(cluster.get("GPU", 0)), now=started
     )
+    _check_cluster_resources(s.address, r.cpus_per_trial, r.gpus_per_trial)
     if r.profile == "cpu":
         log.info(
             "no GPU in the cluster: the %s space keeps to its CPU profile (small models and sizes that finish "
@@ -294,10 +322,12 @@ def _search_on_ray(
     recipes = [recipe.config for recipe in seed_recipes]
 
     if resume_dir is None:
+        run_id = new_run_id()
         write_run_info(
             run_dir,
             {
                 **r.run_info(),
+                "run_id": run_id,
                 "data": description,
                 "started": started.isoformat(),
                 "finished": False,
@@ -305,6 +335,8 @@ def _search_on_ray(
                 "provenance": provenance(),
             },
         )
+        # Before Tune writes any state: a run created here resumes without --trust-run, even after a SIGKILL.
+        trust_run(uri or str(run_dir), run_id)
 
     trainable = tune.with_resources(tune.with_parameters(train_fn, data=catalog), r.resources)
     if resume_dir is not None:
@@ -404,13 +436,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_dir = Path(args.resume).expanduser().resolve()
         info = load_run_info(run_dir)
+        settings = _settings_from_run_info(info, run_dir, args.address)
+        if info.get("finished") is True:
+            raise UserError(
+                f"--resume: {run_dir} was finished (ended {info.get('ended', 'at an unknown time')}); nothing to "
+                "resume. Start a new run with --name, or rebuild its files with search.export / reports.build"
+            )
+        storage = info.get("storage", "")
+        experiment = run_uri(storage, info["name"]) if isinstance(storage, str) and is_uri(storage) else str(run_dir)
+        if not is_trusted(experiment, info.get("run_id")):
+            if not args.trust_run:
+                raise UserError(
+                    f"--resume: {experiment} was not created on this machine (not in {registry_path()}); resuming "
+                    "unpickles its Tune state, which can run code. If you trust this folder, add --trust-run"
+                )
+            if isinstance(info.get("run_id"), str) and info["run_id"]:
+                trust_run(experiment, info["run_id"])
         from ray.tune import Tuner
 
-        experiment = run_uri(info["storage"], info["name"]) if is_uri(info.get("storage", "")) else str(run_dir)
         if not Tuner.can_restore(experiment):
             raise UserError(f"--resume: {experiment} holds no Ray Tune experiment state to resume")
-        settings = SearchSettings(**info["settings"])
-        settings.name = info["name"]  # a stamped default name must not be stamped anew
         if args.address:
             settings.address = args.address
         return _run_or_interrupted(settings, resume_dir=run_dir, verbose=args.verbose)
@@ -421,13 +466,66 @@ def main(argv: list[str] | None = None) -> int:
     return _run_or_interrupted(settings, verbose=args.verbose)
 
 
+def _settings_from_run_info(info: dict[str, Any], run_dir: Path, address: str | None = None) -> SearchSettings:
+    """The saved flags of a run.json, checked as the flags are: a hand-edited file is an error naming the key."""
+    where = run_dir / "run.json"
+    saved, name = info.get("settings"), info.get("name")
+    if not isinstance(saved, dict) or not isinstance(name, str):
+        raise UserError(f'{where}: no "settings" object or "name"; expected a run.json written by search.run')
+    known = {f.name: f for f in dataclasses.fields(SearchSettings)}
+    unknown = sorted(set(saved) - set(known))
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    if "space" not in saved:
+        raise UserError(f"{where}: settings has no space; expected a run.json written by search.run")
+    for key, value in saved.items():
+        kind = str(known[key].type)
+        ok = (
+            (value is None and "None" in kind)
+            or (kind.startswith("str") and isinstance(value, str))
+            or (kind.startswith("bool") and isinstance(value, bool))
+            or (kind.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
+            or (kind.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool))
+        )
+        if not ok:
+            raise UserError(f"{where}: setting {key} is {value!r}; expected {kind}")
+    settings = SearchSettings(**saved)
+    settings.name = name  # a stamped default name must not be stamped anew
+    settings.address = address or settings.address
+    try:
+        validate(settings)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return settings
+
+
 def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None, verbose: bool = False) -> int:
     try:
-        run_search(settings, resume_dir=resume_dir, verbose=verbose)
+        run_dir = run_search(settings, resume_dir=resume_dir, verbose=verbose)
     except SearchInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
-    return 0
+    return _exit_without_result(run_dir, settings.metric)
+
+
+def _exit_without_result(run_dir: Path, metric: str) -> int:
+    """0 if some trial scored ``metric``; else 1 with one line: the first trial error and where the logs are."""
+    trials = load_trials(run_dir)
+    if metric in trials.columns and trials[metric].notna().any():
+        return 0
+    errors = trials[trials["error"].fillna("").astype(str).ne("")] if "error" in trials.columns else trials.iloc[0:0]
+    first = ""
+    if not errors.empty:
+        row = errors.iloc[0]
+        first = f"; first error (trial {row['trial_id']}): {' '.join(str(row['error']).split())[:300]}"
+        logs = f"{run_dir / str(row['trial_dir']) / 'error.txt'}"
+    else:
+        logs = str(run_dir)
+    print(
+        f"error: no trial reported {metric} ({len(trials.groupby('trial_id'))} trial(s)){first}; logs: {logs}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,18 @@ def validate(s: SearchSettings) -> None:
     ):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    for flag, value in (
+        ("--cpus-per-trial", s.cpus_per_trial),
+        ("--gpus-per-trial", s.gpus_per_trial),
+        ("--time-budget", s.time_budget_s),
+        ("--val-fraction", s.val_fraction),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+    if s.time_budget_s is not None and s.time_budget_s < 0:
+        raise UserError(f"--time-budget must be >= 0 seconds (0 = no budget), got {s.time_budget_s}")
+    if s.name is not None:
+        check_run_name(s.name)
     if s.cpus_per_trial <= 0:
         raise UserError(f"--cpus-per-trial must be > 0, got {s.cpus_per_trial}")
     if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
@@ -89,6 +103,33 @@ def validate(s: SearchSettings) -> None:
         raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
     if s.data is not None and not Path(s.data).expanduser().is_dir():
         raise UserError(f"--data: {s.data} is not a directory; expected a chest_xray folder or class folders")
+    if not s.address:
+        check_local_resources(s.cpus_per_trial, s.gpus_per_trial)
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one path component, so the run lands inside --storage and nowhere else."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+        raise UserError(
+            f"--name: {name!r} is not a run name; use one folder name (letters, digits, - _ .), no slashes, "
+            "not . or .., no leading or trailing spaces"
+        )
+
+
+def check_local_resources(cpus: float, gpus: float | None) -> None:
+    """A local run (no --address) that asks for more than this machine has would wait forever: refuse it."""
+    have_cpus = len(os.sched_getaffinity(0))
+    if cpus > have_cpus:
+        raise UserError(f"--cpus-per-trial {cpus:g}: this machine has {have_cpus} CPU(s); a trial could never start")
+    if gpus:
+        import torch
+
+        have_gpus = torch.cuda.device_count()
+        if gpus > have_gpus:
+            raise UserError(
+                f"--gpus-per-trial {gpus:g}: this machine has {have_gpus} GPU(s); a trial could never start "
+                "(join a cluster with GPUs with --address)"
+            )
 
 
 def default_rung_metric(metric: str) -> str:

@@ -114,7 +114,8 @@ def test_report_build_imports_no_torch(run: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "torch imported: False False", proc.stdout
     assert proc.stdout.splitlines()[0] == str(out / "index.html")
-    assert "Hyperparameter importance (fANOVA over 3 trials, each at its best epoch)" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "Hyperparameter importance (fANOVA over 3 trials, each at its best epoch)" in page
 
 
 def test_trial_cli_user_errors_are_one_line_and_exit_code_2(tmp_path: Path) -> None:

@@ -164,7 +164,11 @@ def test_export_retrain_evaluate_round_trip(finished_run: Path, small_data: Path
     assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2), atol=1e-5)
 
 
-def test_an_interrupted_search_resumes_without_losing_or_repeating_trials(small_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_search_resumes_without_losing_or_repeating_trials(
+    sig: signal.Signals, small_data: Path, tmp_path: Path
+) -> None:
+    """Ctrl+C, or SIGTERM (a spot node's notice), stops the search with the resume hint; --resume finishes it."""
     run_dir = tmp_path / "runs" / "resume"
     args = [
         "-m",
@@ -191,7 +195,7 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_trials(small_
     while time.time() < deadline and len(list(run_dir.glob("*/params.json"))) < 3:
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
         time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130 and b"--resume" in out, out[-2000:]
     before = load_trials(run_dir)

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from runstore.cachedir import cache_dir
+
 __all__ = ["RESIZE_POLICIES", "DecodedImages", "ImageSpec", "cache_dir", "decode_image", "load_images"]
 
 log = logging.getLogger(__name__)
@@ -83,15 +85,6 @@ class DecodedImages:
     ok: np.ndarray
     broken: list[str]
     from_cache: bool
-
-
-def cache_dir() -> Path:
-    """``$CXR_SEARCH_CACHE``, else ``$XDG_CACHE_HOME/cxr-search``, else ``~/.cache/cxr-search``."""
-    env = os.environ.get("CXR_SEARCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cxr-search"
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:

@@ -15,7 +15,7 @@ from trainables.cache import RESIZE_POLICIES, ImageSpec
 from trainables.intensity import INTENSITY
 from trainables.models import list_models, model_info
 
-__all__ = ["CLASS_WEIGHTS", "OPTIMIZERS", "SCHEDULES", "TrialConfig"]
+__all__ = ["CLASS_WEIGHTS", "OPTIMIZERS", "SCHEDULES", "TrialConfig", "parse_bool"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "onecycle", "cosine", "plateau")
@@ -79,6 +79,14 @@ class TrialConfig:
         _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
         _choice("resize", self.resize, RESIZE_POLICIES)
         _choice("intensity", self.intensity, INTENSITY)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
+        if self.width is not None and self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip < 0:
@@ -107,14 +115,18 @@ class TrialConfig:
                 continue
             v = config[f.name]
             if f.name == "image_size":
-                h, w = ImageSpec.parse_size(v)
+                h, w = ImageSpec.parse_size(_plain(f.name, v, str, int))
                 v = f"{h}" if h == w else f"{h}x{w}"
-            elif f.type in ("int",) and v is not None:
-                v = int(v)
-            elif f.type in ("float", "float | None") and v is not None:
-                v = float(v)
+            elif v is None and f.type.endswith("| None"):
+                pass
+            elif f.type == "int":
+                v = _to_int(f.name, v)
+            elif f.type in ("float", "float | None"):
+                v = _to_float(f.name, v)
             elif f.type == "bool":
-                v = bool(v)
+                v = parse_bool(f.name, v)
+            else:
+                v = _plain(f.name, v, str)
             typed[f.name] = v
         return cls(**typed)
 
@@ -154,3 +166,58 @@ class TrialConfig:
 def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
+
+
+_TRUE = ("true", "yes", "1")
+_FALSE = ("false", "no", "0")
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """``True``/``False``, 0/1, or the strings true/false, yes/no, 1/0 (any case); anything else is an error.
+
+    ``bool("False")`` is True, which is how ``freeze_backbone=False`` used to freeze the backbone.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false (or yes/no, 1/0), got {value!r}")
+
+
+def _to_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def _to_float(name: str, value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    else:
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return out
+
+
+def _plain(name: str, value: Any, *types: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, types):
+        names = " or ".join("text" if t is str else "an integer" for t in types)
+        raise ValueError(f"{name} must be {names}, got {value!r}")
+    return value

@@ -116,6 +116,13 @@ class DataCatalog:
                 len(self.index.skipped),
                 ", ".join(Path(p).name for p in self.index.skipped[:5]),
             )
+        if self.index.ignored_folders:
+            log.warning(
+                "task %s has no label for class folder(s) %s under %s: their images are not used",
+                task,
+                ", ".join(self.index.ignored_folders),
+                self.root,
+            )
         self._prepared: dict[ImageSpec, PreparedData] = {}
         self._decoded: dict[ImageSpec, DecodedImages] = {}
 
@@ -154,15 +161,15 @@ class DataCatalog:
         decoded = self._decode(self.index, spec)
         self._decoded[spec] = decoded
         split = self._splitter(decoded)
-        broken = list(decoded.broken)
+        broken = self.index.unreadable + decoded.broken
         test = None
         if self.test_index is not None:
             dt = self._decode(self.test_index, spec)
             test = ImageSplit(dt.array, self.test_index.labels[dt.ok])
-            broken += dt.broken
+            broken += self.test_index.unreadable + dt.broken
         if broken:
             names = ", ".join(Path(p).name for p in broken[:10]) + (" ..." if len(broken) > 10 else "")
-            msg = f"skipped {len(broken)} file(s) under {self.root} that could not be decoded: {names}"
+            msg = f"skipped {len(broken)} file(s) under {self.root} that could not be read or decoded: {names}"
             warnings.warn(msg, BrokenImagesWarning, stacklevel=2)
             log.warning(msg)
         train = split(self.train_idx)

@@ -96,6 +96,10 @@ class DatasetIndex:
     hashes: list[str]
     groups: np.ndarray
     skipped: list[str] = field(default_factory=list)
+    #: Files that could not be read (no permission, a symlink loop or a dangling link): left out and named.
+    unreadable: list[str] = field(default_factory=list)
+    #: Class folders the task has no label for (e.g. COVID19 beside NORMAL and PNEUMONIA): their images are not used.
+    ignored_folders: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -133,10 +137,13 @@ class DatasetIndex:
 
 
 def _images_in(folder: Path) -> list[Path]:
+    """Image files under ``folder``; a link that leads nowhere (a loop, a dangling link) is kept, to be named."""
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith(".")
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
     )
 
 
@@ -201,8 +208,12 @@ def _union_groups(patients: list[str], hashes: list[str]) -> np.ndarray:
     return np.array([roots.setdefault(find(p), len(roots)) for p in patients], dtype=np.int64)
 
 
-def _file_hash(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+def _file_hash(path: Path) -> str | None:
+    """Content hash, or None for a file that cannot be read (no permission, a symlink loop, gone meanwhile)."""
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        return None
 
 
 def index_dataset(root: str | Path, task: str, split: str = "pool") -> DatasetIndex:
@@ -250,15 +261,24 @@ def index_dataset(root: str | Path, task: str, split: str = "pool") -> DatasetIn
             paths.append(str(p))
             labels.append(label)
             patients.append(patient_key(p, cls))
+    digests = [_file_hash(Path(p)) for p in paths]
+    unreadable = [p for p, d in zip(paths, digests) if d is None]
+    if unreadable:
+        keep = [i for i, d in enumerate(digests) if d is not None]
+        paths, labels, patients = ([xs[i] for i in keep] for xs in (paths, labels, patients))
+    hashes = [d for d in digests if d is not None]
     if not paths:
-        raise DataLayoutError(f"{root}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}); {_EXPECTED}")
+        raise DataLayoutError(
+            f"{root}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
+            + (f"; {len(unreadable)} could not be read" if unreadable else "")
+            + f"); {_EXPECTED}"
+        )
     counts = Counter(labels)
     empty = [c for i, c in enumerate(classes) if counts[i] == 0]
     if empty:
         raise DataLayoutError(
             f"{root}: class {', '.join(empty)} has no images; every class of task {task} needs at least one"
         )
-    hashes = [_file_hash(Path(p)) for p in paths]
     return DatasetIndex(
         root=root,
         task=task,
@@ -269,6 +289,8 @@ def index_dataset(root: str | Path, task: str, split: str = "pool") -> DatasetIn
         hashes=hashes,
         groups=_union_groups(patients, hashes),
         skipped=skipped,
+        unreadable=unreadable,
+        ignored_folders=[n for n in class_names if TASKS[task] and n.upper() not in ("NORMAL", "PNEUMONIA")],
     )
 
 

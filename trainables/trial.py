@@ -28,6 +28,8 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"expected key=value, got {pair!r}")
+        if key in out:
+            raise ValueError(f"{key} is given twice ({key}={out[key]!r} and {pair!r}); give each key once")
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
