@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"
     )
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="ImageNet weights of the pretrained backbones: auto (the torch hub cache, else download once before the "
+        "trials start; without a network, the cache only), local (the cache only), none (every model from scratch)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run; its saved flags are reused")
     p.add_argument(
         "-v",
@@ -255,8 +261,8 @@ def _search_on_ray(
     from search.export import provenance
     from search.tuner import build_tuner
     from spaces import get_space, image_specs, recipes_for
-    from trainables.models import list_models, pretrained_available
     from trainables.train import train_fn
+    from trainables.weights import summary
 
     cluster = ray.cluster_resources()
     r = resolve(
@@ -284,7 +290,9 @@ def _search_on_ray(
         time.perf_counter() - t0,
     )
 
-    available = frozenset(m for m in list_models() if pretrained_available(m))
+    weights = _pretrained_weights(r.profile, s.weights)
+    console.line(summary(weights, s.weights))
+    available = frozenset(w.model for w in weights if w.source != "none")
     space_fn = get_space(s.space, profile=r.profile, pretrained_available=available)
     log.info("%s", space_fn.describe())
     seed_recipes = recipes_for(r.profile, pretrained_available=available) if s.recipes else []
@@ -302,6 +310,7 @@ def _search_on_ray(
                 "started": started.isoformat(),
                 "finished": False,
                 "recipes": [c.get("recipe") for c in recipes],
+                "weights": {"policy": s.weights, "models": [dataclasses.asdict(w) for w in weights]},
                 "provenance": provenance(),
             },
         )
@@ -329,6 +338,18 @@ def _search_on_ray(
             push_run_files(run_dir, uri)
         raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}")
     return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
+
+
+def _pretrained_weights(profile: str, policy: str) -> list[Any]:
+    """The ImageNet weights of ``profile``'s models under ``policy``, fetched here, once, before any trial starts (so
+    trials on this machine read them from the cache); one log line per model. Returns their ``WeightsRecord``s."""
+    from spaces import get_profile
+    from trainables.weights import ensure_weights
+
+    records = ensure_weights(get_profile(profile).models, policy)
+    for record in records:
+        log.info("weights %s", record.describe())
+    return records
 
 
 def _finish(
@@ -409,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment = run_uri(info["storage"], info["name"]) if is_uri(info.get("storage", "")) else str(run_dir)
         if not Tuner.can_restore(experiment):
             raise UserError(f"--resume: {experiment} holds no Ray Tune experiment state to resume")
-        settings = SearchSettings(**info["settings"])
+        # A run.json from before --weights existed: those searches read the cache only.
+        settings = SearchSettings(**{"weights": "local", **info["settings"]})
         settings.name = info["name"]  # a stamped default name must not be stamped anew
         if args.address:
             settings.address = args.address

@@ -58,12 +58,15 @@ class SearchSettings:
     scheduler: str = "asha"
     startup_trials: int | None = None
     rung_metric: str | None = None
+    weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
 def validate(s: SearchSettings) -> None:
     """``UserError`` naming the flag for anything out of range; nothing is started before this passes."""
     from spaces import list_spaces
+    from trainables.weights import check_policy
 
+    check_policy(s.weights)
     if s.space not in list_spaces():
         raise UserError(f"--space: unknown space {s.space!r}; valid spaces: {', '.join(list_spaces())}")
     for flag, value, low in (
