@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,10 +29,13 @@ from runstore.layout import BEST_FILE, STUDY_FILE, load_run_info, write_run_info
 from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
-from search.settings import SearchSettings, default_rung_metric, resolve, run_name, validate
+from search.settings import SearchSettings, default_rung_metric, resolve, run_name, saved_settings, validate
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = ["METRICS", "SearchInterrupted", "SearchSettings", "default_rung_metric", "main", "run_search"]
+
+if TYPE_CHECKING:
+    from trainables.weights import WeightsRecord
 
 log = logging.getLogger("search.run")
 
@@ -340,7 +343,7 @@ def _search_on_ray(
     return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
 
 
-def _pretrained_weights(profile: str, policy: str) -> list[Any]:
+def _pretrained_weights(profile: str, policy: str) -> list[WeightsRecord]:
     """The ImageNet weights of ``profile``'s models under ``policy``, fetched here, once, before any trial starts (so
     trials on this machine read them from the cache); one log line per model. Returns their ``WeightsRecord``s."""
     from spaces import get_profile
@@ -430,8 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = run_uri(info["storage"], info["name"]) if is_uri(info.get("storage", "")) else str(run_dir)
         if not Tuner.can_restore(experiment):
             raise UserError(f"--resume: {experiment} holds no Ray Tune experiment state to resume")
-        # A run.json from before --weights existed: those searches read the cache only.
-        settings = SearchSettings(**{"weights": "local", **info["settings"]})
+        settings = saved_settings(info)
         settings.name = info["name"]  # a stamped default name must not be stamped anew
         if args.address:
             settings.address = args.address

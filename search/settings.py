@@ -20,6 +20,7 @@ __all__ = [
     "default_rung_metric",
     "resolve",
     "run_name",
+    "saved_settings",
     "validate",
 ]
 
@@ -92,6 +93,12 @@ def validate(s: SearchSettings) -> None:
         raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
     if s.data is not None and not Path(s.data).expanduser().is_dir():
         raise UserError(f"--data: {s.data} is not a directory; expected a chest_xray folder or class folders")
+
+
+def saved_settings(info: dict[str, Any]) -> SearchSettings:
+    """The flags a run was started with, from its ``run.json`` (what ``--resume`` reuses). A run.json from before
+    ``--weights`` existed resumes as ``local``: those searches read the weights cache only."""
+    return SearchSettings(**{"weights": "local", **info["settings"]})
 
 
 def default_rung_metric(metric: str) -> str:
