@@ -224,8 +224,11 @@ def download_weights(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Path:
     if match is None or not match.group(1):
         raise WeightsDownloadError(f"{path.name} has no hash prefix in its name to check a download against")
     prefix = match.group(1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise WeightsDownloadError(f"cannot write to the torch hub cache {path.parent}: {exc}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
             response = _open(url, timeout_s)
