@@ -33,8 +33,9 @@ from trainables.ensemble import FinalModel, Member, adapt_images, balanced_weigh
 from trainables.index import has_test_split
 from trainables.scoring import score
 from trainables.train import pick_device, train_trial
+from trainables.weights import POLICIES, WeightsRecord, check_policy, ensure_weights
 
-__all__ = ["input_spec", "main", "retrain", "train_members"]
+__all__ = ["input_spec", "main", "member_weights", "retrain", "train_members"]
 
 log = logging.getLogger("search.retrain")
 
@@ -53,6 +54,32 @@ def _member_data(prepared: PreparedData, fit: ImageSplit, config: TrialConfig) -
     mean, std = channel_stats(x)
     train, empty = ImageSplit(x, fit.y), ImageSplit(x[:0], fit.y[:0])
     return dataclasses.replace(prepared, spec=spec, train=train, val=empty, test=None, mean=mean, std=std)
+
+
+def member_weights(configs: list[TrialConfig], policy: str) -> tuple[list[TrialConfig], list[WeightsRecord]]:
+    """The members' ImageNet weights under ``policy`` (fetched now with ``auto``), and the configs to train.
+
+    ``none`` trains every pretrained member from scratch (``pretrained=False, freeze_backbone=False``, logged). With
+    ``auto`` or ``local`` a member whose weights cannot be had is a ``UserError`` before anything trains: the search
+    chose that config with the weights, and a silent from-scratch model would be a different one.
+    """
+    check_policy(policy)
+    records = ensure_weights(sorted({c.model for c in configs if c.pretrained}), policy)
+    missing = [r.model for r in records if r.source == "none"]
+    if policy == "none":
+        for i, c in enumerate(configs):
+            if c.pretrained:
+                log.info("member %d: %s from scratch instead of from ImageNet weights (--weights none)", i + 1, c.model)
+        configs = [dataclasses.replace(c, pretrained=False, freeze_backbone=False) for c in configs]
+    elif missing:
+        raise UserError(
+            f"--weights {policy}: no ImageNet weights for {', '.join(missing)}, which the best config trains from; "
+            f"fetch them with `python -m trainables.weights fetch {' '.join(missing)}`, or pass --weights none to "
+            f"train from scratch"
+        )
+    for record in records:
+        log.info("weights %s", record.describe())
+    return configs, records
 
 
 def train_members(
@@ -100,8 +127,10 @@ def retrain(
     out: str | Path | None = None,
     device: str | None = None,
     force: bool = False,
+    weights: str = "auto",
 ) -> Path:
-    """Train the final model and return its directory."""
+    """Train the final model and return its directory; ``weights`` is the ImageNet weights policy
+    (:data:`trainables.weights.POLICIES`)."""
     doc = load_best_config(best_config)
     recipe = FinalRecipe.from_best_config(doc, str(best_config))
     try:
@@ -119,6 +148,7 @@ def retrain(
     out_dir = Path(out) if out else Path("models") / name
     if out_dir.exists() and not force:
         raise UserError(f"--out: {out_dir} already exists; choose another folder or pass --force to replace it")
+    configs, weight_records = member_weights(configs, weights)
     data_info = doc.get("data") or {}
     catalog = DataCatalog(
         data,
@@ -163,6 +193,7 @@ def retrain(
         "recipe": recipe.to_doc(),
         "train_seconds": train_seconds,
         "members": histories,
+        "weights": {"policy": weights, "models": [dataclasses.asdict(r) for r in weight_records]},
         "data": catalog.describe(),
         "source": {"best_config": str(Path(best_config).resolve()), "validation": doc.get("validation")},
         "provenance": provenance(),
@@ -216,11 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="model directory to write (default: models/<space>-<model>-<time>)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
+    p.add_argument(
+        "--weights",
+        default=POLICIES[0],
+        help="ImageNet weights of pretrained members: auto (the torch hub cache, else download), local (the cache "
+        "only), none (train them from scratch)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%X")
     if args.data and not Path(args.data).expanduser().is_dir():
         raise UserError(f"--data: {args.data} is not a directory")
-    out = retrain(args.best_config, args.data, args.epochs, args.out, args.device, args.force)
+    out = retrain(args.best_config, args.data, args.epochs, args.out, args.device, args.force, args.weights)
     test = json.loads((out / "metrics.json").read_text()).get("test")
     summary = {"model_dir": str(out)}
     if test:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -30,10 +30,13 @@ from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
-from search.settings import SearchSettings, default_rung_metric, resolve, run_name, validate
+from search.settings import SearchSettings, default_rung_metric, resolve, run_name, saved_settings, validate
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = ["METRICS", "SearchInterrupted", "SearchSettings", "default_rung_metric", "main", "run_search"]
+
+if TYPE_CHECKING:
+    from trainables.weights import WeightsRecord
 
 log = logging.getLogger("search.run")
 
@@ -88,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"
+    )
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="ImageNet weights of the pretrained backbones: auto (the torch hub cache, else download once before the "
+        "trials start; without a network, the cache only), local (the cache only), none (every model from scratch)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run; its saved flags are reused")
     p.add_argument(
@@ -282,8 +291,8 @@ def _search_on_ray(
     from search.export import provenance
     from search.tuner import build_tuner
     from spaces import get_space, image_specs, recipes_for
-    from trainables.models import list_models, pretrained_available
     from trainables.train import train_fn
+    from trainables.weights import summary
 
     cluster = ray.cluster_resources()
     r = resolve(
@@ -312,7 +321,9 @@ def _search_on_ray(
         time.perf_counter() - t0,
     )
 
-    available = frozenset(m for m in list_models() if pretrained_available(m))
+    weights = _pretrained_weights(r.profile, s.weights)
+    console.line(summary(weights, s.weights))
+    available = frozenset(w.model for w in weights if w.source != "none")
     space_fn = get_space(s.space, profile=r.profile, pretrained_available=available)
     log.info("%s", space_fn.describe())
     seed_recipes = recipes_for(r.profile, pretrained_available=available) if s.recipes else []
@@ -332,6 +343,7 @@ def _search_on_ray(
                 "started": started.isoformat(),
                 "finished": False,
                 "recipes": [c.get("recipe") for c in recipes],
+                "weights": {"policy": s.weights, "models": [dataclasses.asdict(w) for w in weights]},
                 "provenance": provenance(),
             },
         )
@@ -361,6 +373,18 @@ def _search_on_ray(
             push_run_files(run_dir, uri)
         raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}")
     return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
+
+
+def _pretrained_weights(profile: str, policy: str) -> list[WeightsRecord]:
+    """The ImageNet weights of ``profile``'s models under ``policy``, fetched here, once, before any trial starts (so
+    trials on this machine read them from the cache); one log line per model. Returns their ``WeightsRecord``s."""
+    from spaces import get_profile
+    from trainables.weights import ensure_weights
+
+    records = ensure_weights(get_profile(profile).models, policy)
+    for record in records:
+        log.info("weights %s", record.describe())
+    return records
 
 
 def _finish(
@@ -489,7 +513,7 @@ def _settings_from_run_info(info: dict[str, Any], run_dir: Path, address: str | 
         )
         if not ok:
             raise UserError(f"{where}: setting {key} is {value!r}; expected {kind}")
-    settings = SearchSettings(**saved)
+    settings = saved_settings({"settings": saved})
     settings.name = name  # a stamped default name must not be stamped anew
     settings.address = address or settings.address
     try:

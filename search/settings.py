@@ -22,6 +22,7 @@ __all__ = [
     "default_rung_metric",
     "resolve",
     "run_name",
+    "saved_settings",
     "validate",
 ]
 
@@ -60,12 +61,15 @@ class SearchSettings:
     scheduler: str = "asha"
     startup_trials: int | None = None
     rung_metric: str | None = None
+    weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
 def validate(s: SearchSettings) -> None:
     """``UserError`` naming the flag for anything out of range; nothing is started before this passes."""
     from spaces import list_spaces
+    from trainables.weights import check_policy
 
+    check_policy(s.weights)
     if s.space not in list_spaces():
         raise UserError(f"--space: unknown space {s.space!r}; valid spaces: {', '.join(list_spaces())}")
     for flag, value, low in (
@@ -130,6 +134,12 @@ def check_local_resources(cpus: float, gpus: float | None) -> None:
                 f"--gpus-per-trial {gpus:g}: this machine has {have_gpus} GPU(s); a trial could never start "
                 "(join a cluster with GPUs with --address)"
             )
+
+
+def saved_settings(info: dict[str, Any]) -> SearchSettings:
+    """The flags a run was started with, from its ``run.json`` (what ``--resume`` reuses). A run.json from before
+    ``--weights`` existed resumes as ``local``: those searches read the weights cache only."""
+    return SearchSettings(**{"weights": "local", **info["settings"]})
 
 
 def default_rung_metric(metric: str) -> str:

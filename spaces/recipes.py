@@ -145,7 +145,7 @@ class Recipe:
 
 
 def recipes_for(profile: str = "cpu", pretrained_available: Iterable[str] = frozenset()) -> list[Recipe]:
-    """Every seed recipe adapted to ``profile`` and to the models whose ImageNet weights are on this machine.
+    """Every seed recipe adapted to ``profile`` and to the models whose ImageNet weights this search has.
 
     Returned in :data:`RECIPES` order, which is the order a search should evaluate them in. Each ``notes`` entry is a
     sentence for the search's log.
@@ -172,7 +172,7 @@ def recipes_for(profile: str = "cpu", pretrained_available: Iterable[str] = froz
             config["freeze_backbone"] = False
             tags.append("scratch")
             notes.append(
-                f"{name}: no ImageNet weights for {config['model']} on this machine, so it trains the whole network "
+                f"{name}: no ImageNet weights for {config['model']} in this search, so it trains the whole network "
                 f"from scratch (pretrained=False, freeze_backbone=False) instead of {instead}"
             )
         if tags:

@@ -30,6 +30,17 @@ def _image_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _offline_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No test reaches the internet for ImageNet weights: an empty torch hub cache of the session's own, and downloads
+    pointed at a closed local port (refused at once), so ``--weights auto`` goes on as ``local`` within milliseconds.
+    Tests that download serve the file themselves (tests/test_weights.py)."""
+    path = tmp_path_factory.mktemp("torch-home")
+    os.environ["TORCH_HOME"] = str(path)
+    os.environ["CXR_SEARCH_WEIGHTS_URL"] = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    return path
+
+
 # -- run directories for the report tests ------------------------------------------------------------------------
 
 #: The config every synthetic trial starts from (TrialConfig fields, as Ray writes them to params.json).

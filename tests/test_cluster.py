@@ -9,6 +9,7 @@ AWS. Both are private Ray API, so the test pins the Ray release it was written a
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import pytest
 import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from spaces import GPU
+from trainables.weights import models_with_weights
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -91,3 +95,11 @@ def test_no_credentials_in_the_repository() -> None:
     for pattern in (r"AKIA[0-9A-Z]{16}", r"aws_secret_access_key", r"aws_access_key_id", r"BEGIN [A-Z ]*PRIVATE KEY"):
         assert not re.search(pattern, text, re.IGNORECASE), pattern
     assert "ssh_private_key" not in yaml.safe_load(text)["auth"]
+
+
+def test_setup_fetches_the_gpu_profiles_imagenet_weights_on_every_node(prepared: dict[str, Any]) -> None:
+    # Trials read the weights from each node's torch hub cache; a fresh node's is empty.
+    fetches = [c for c in prepared["setup_commands"] if "-m trainables.weights fetch" in c]
+    assert len(fetches) == 1, prepared["setup_commands"]
+    models = itertools.takewhile(lambda word: not word.startswith("-"), fetches[0].split("fetch", 1)[1].split())
+    assert sorted(models) == sorted(models_with_weights(GPU.models))

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from search.settings import PROFILE_DEFAULTS, SearchSettings, resolve
+from search.settings import PROFILE_DEFAULTS, SearchSettings, resolve, saved_settings
 
 NOW = datetime(2026, 11, 26, 14, 0, 5, tzinfo=timezone.utc)
 
@@ -89,3 +89,10 @@ def test_every_profile_default_is_set(profile: str) -> None:
         "reduction_factor",
         "time_budget_s",
     }
+
+
+def test_the_weights_policy_is_saved_and_resumed() -> None:
+    info = json.loads(json.dumps(_resolve(weights="none").run_info()))
+    assert info["settings"]["weights"] == "none" and saved_settings(info).weights == "none"
+    del info["settings"]["weights"]  # a run.json from before --weights: those searches used the cache only
+    assert saved_settings(info).weights == "local"

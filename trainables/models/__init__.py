@@ -8,7 +8,10 @@ Two families are registered: ``seed_cnn`` (:mod:`trainables.models.seed_cnns`: `
 
 from __future__ import annotations
 
-from trainables.models import seed_cnns  # noqa: F401 - registers the seed CNNs
+from trainables.models import (
+    seed_cnns,  # noqa: F401 - registers the seed CNNs
+    torchvision_models,  # noqa: F401 - registers the torchvision models
+)
 from trainables.models.registry import (
     MIN_IMAGE_SIZE,
     OPTIONAL_KWARGS,
@@ -19,12 +22,8 @@ from trainables.models.registry import (
     model_info,
     register_model,
 )
-from trainables.models.torchvision_models import (
-    PretrainedWeightsMissing,
-    pretrained_available,
-    pretrained_weights_path,
-)
 from trainables.models.training import count_parameters, head_parameters, set_train_mode
+from trainables.weights import PretrainedWeightsMissing, pretrained_available, pretrained_weights_path
 
 __all__ = [
     "MIN_IMAGE_SIZE",

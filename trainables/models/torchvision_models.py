@@ -1,15 +1,15 @@
 """The torchvision transfer-learning models, registered from one table: name, constructor, weights, first conv, head.
 
 Each gets a 1-channel first conv for grey input (the RGB kernel summed when pretrained) and a new classification head;
-each accepts ``dropout`` (before the head), ``pretrained`` (ImageNet weights from the local torch hub cache only,
-never downloaded) and ``freeze_backbone`` (train only the head). EfficientNet's new head replaces torchvision's
+each accepts ``dropout`` (before the head), ``pretrained`` (ImageNet weights read from the local torch hub cache, which
+:mod:`trainables.weights` fills; a model never downloads while it is built) and ``freeze_backbone`` (train only the
+head). EfficientNet's new head replaces torchvision's
 ``Dropout(0.2) + Linear``: pass ``dropout=0.2`` to match it.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,17 +19,11 @@ import torch
 import torchvision
 from torch import nn
 
-from runstore.errors import UserError
-from trainables.models.registry import model_info, register_model
+from trainables.models.registry import register_model
 from trainables.models.training import mark_built
+from trainables.weights import PretrainedWeightsMissing, pretrained_weights_path
 
-__all__ = [
-    "TORCHVISION_MODELS",
-    "PretrainedWeightsMissing",
-    "TorchvisionModel",
-    "pretrained_available",
-    "pretrained_weights_path",
-]
+__all__ = ["TORCHVISION_MODELS", "TorchvisionModel", "build_torchvision"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +32,7 @@ class TorchvisionModel:
 
     name: str
     constructor: Callable[..., nn.Module]
-    weights: type[torchvision.models.WeightsEnum]  # only ``.DEFAULT.url`` is used (for the file name)
+    weights: type[torchvision.models.WeightsEnum]  # only ``.DEFAULT.url`` is used (see trainables.weights)
     first_conv: str
     head: str
 
@@ -73,44 +67,6 @@ _DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
     r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
-
-
-class PretrainedWeightsMissing(FileNotFoundError, UserError):
-    """ImageNet weights are not in the local torch hub cache (this machine cannot download them)."""
-
-    def __init__(self, model_name: str, path: Path, url: str) -> None:
-        self.model_name = model_name
-        self.path = path
-        self.url = url
-        super().__init__(
-            f"pretrained weights for {model_name} not found at {path}; this machine cannot download "
-            f"them: copy that file there (from {url}) or set TORCH_HOME to a directory whose "
-            f"hub/checkpoints/ holds it"
-        )
-
-
-def _weights_url(name: str) -> str:
-    row = TORCHVISION_MODELS.get(name)
-    if row is None:
-        model_info(name)  # unknown name -> ValueError listing the valid ones
-        raise ValueError(f"model {name!r} has no pretrained weights (only torchvision models do)")
-    return row.weights.DEFAULT.url
-
-
-def pretrained_weights_path(name: str) -> Path:
-    """Where ``pretrained=True`` looks for ``name``'s ImageNet weights: ``<torch hub dir>/checkpoints/``.
-
-    Honours ``TORCH_HOME`` (the hub dir is ``$TORCH_HOME/hub``) and ``torch.hub.set_dir``.
-    ``ValueError`` for models without pretrained weights.
-    """
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(_weights_url(name))
-
-
-def pretrained_available(name: str) -> bool:
-    """True if ``name`` has pretrained weights and the file is in the local hub cache."""
-    if model_info(name).family != "torchvision":
-        return False
-    return pretrained_weights_path(name).is_file()
 
 
 def _load_pretrained(model: nn.Module, name: str, path: Path) -> None:
@@ -161,7 +117,7 @@ def build_torchvision(
     del image_size  # global pooling makes every one size independent
     path = pretrained_weights_path(row.name) if pretrained else None
     if path is not None and not path.is_file():
-        raise PretrainedWeightsMissing(row.name, path, _weights_url(row.name))
+        raise PretrainedWeightsMissing(row.name, path, row.weights.DEFAULT.url)
     model = row.constructor(weights=None)
     if path is not None:
         _load_pretrained(model, row.name, path)
