@@ -160,8 +160,11 @@ def _net(config: TrialConfig, channels: int, classes: int, size: tuple[int, int]
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
-    except Exception as exc:  # a tampered or truncated file: say which, never run it
-        raise UserError(f"{weights}: not a state dict of a {config.model} ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # a tampered or truncated file: say which (one line), never run it
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "mismatch" in ln), lines[0] if lines else "")
+        reason = f"{type(exc).__name__}: {first[:200]}"
+        raise UserError(f"{weights}: not the state dict a {config.model} of this config needs ({reason})") from exc
     return net.eval()
 
 

@@ -181,7 +181,7 @@ def retrain(
     train_seconds = time.perf_counter() - t0
     dev = pick_device(device)
     model = FinalModel(members).eval().to(dev)
-    weights = balanced_weights(fit.y, len(classes)) if recipe.decision == "balanced" else np.ones(len(classes))
+    decide = balanced_weights(fit.y, len(classes)) if recipe.decision == "balanced" else np.ones(len(classes))
 
     metrics: dict[str, Any] = {
         "trained_on": {
@@ -203,14 +203,14 @@ def retrain(
         if recipe.calibration == "temperature":
             model.temperature.fill_(fit_temperature(averaged, torch.from_numpy(held.y)))
         probs = predict(model, held.x, device=dev)
-        metrics["held_out"] = score(held.y, probs.numpy(), classes, decision_weights=weights)
-        metrics["held_out"]["uncalibrated"] = score(held.y, averaged.numpy(), classes, decision_weights=weights)[
+        metrics["held_out"] = score(held.y, probs.numpy(), classes, decision_weights=decide)
+        metrics["held_out"]["uncalibrated"] = score(held.y, averaged.numpy(), classes, decision_weights=decide)[
             "calibration"
         ]
     metrics["temperature"] = float(model.temperature)
     if prepared.test is not None and len(prepared.test):
         probs = predict(model, prepared.test.x, device=dev)
-        metrics["test"] = t = score(prepared.test.y, probs.numpy(), classes, decision_weights=weights)
+        metrics["test"] = t = score(prepared.test.y, probs.numpy(), classes, decision_weights=decide)
         log.info(
             "test split (looked at once): accuracy %.4f [%.4f, %.4f], balanced accuracy %.4f, AUROC %.4f, ECE %.4f",
             t["accuracy"]["value"],
@@ -230,7 +230,7 @@ def retrain(
         classes,
         spec,
         task=task,
-        decision_weights=weights,
+        decision_weights=decide,
         decision_rule=recipe.decision,
         extra=metrics,
         force=force,

@@ -482,7 +482,7 @@ def test_a_damaged_trials_csv_is_not_read_and_is_rewritten_whole(work: Path, cap
     (run / "trials.csv").write_bytes(b'\xff\xfe garbage,\n"unclosed')
     assert call("search.export", [str(run)], capsys)[0] == 0
     write_trials_csv(run)
-    assert (run / "trials.csv").read_text().startswith("trial_id,status,epoch")
+    assert (run / "trials.csv").read_text().startswith("trial_id,order,status,epoch")
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -550,6 +550,10 @@ def test_retrain_refuses_bad_flags(extra, words, work: Path, capsys: pytest.Capt
 # -- search.evaluate: model folders and data ---------------------------------------------------------------------
 
 
+#: The first member's state dict in a model folder (format v2).
+_WEIGHTS = "members/0/weights.pt"
+
+
 def _edit_json(name: str, edit):
     def apply(model: Path) -> None:
         path = model / name
@@ -569,15 +573,21 @@ def _edit_json(name: str, edit):
         (_edit_json("preprocessing.json", lambda d: {**d, "channels": 2}), ["preprocessing.json", "channels"]),
         (_edit_json("preprocessing.json", lambda d: {**d, "height": "32"}), ["preprocessing.json", "height"]),
         (_edit_json("preprocessing.json", lambda d: {**d, "resize": "zoom"}), ["preprocessing.json", "'zoom'"]),
-        (_edit_json("preprocessing.json", lambda d: {**d, "std": [0.0]}), ["preprocessing.json", "std"]),
+        (_edit_json("preprocessing.json", lambda d: {**d, "members": [{**d["members"][0], "std": [0.0]}]}), ["std"]),
         (lambda m: (m / "preprocessing.json").write_text('{"mean": [NaN]}'), ["preprocessing.json", "missing"]),
-        (_edit_json("config.json", lambda d: {**d, "config": {**d["config"], "dropout": 5}}), ["dropout"]),
-        (_edit_json("config.json", lambda d: {**d, "config": {**d["config"], "lr": "fast"}}), ["config.json", "lr"]),
+        (_edit_json("config.json", lambda d: {**d, "members": [{**d["members"][0], "dropout": 5}]}), ["dropout"]),
+        (
+            _edit_json("config.json", lambda d: {**d, "members": [{**d["members"][0], "lr": "x"}]}),
+            ["config.json", "lr"],
+        ),
         (_edit_json("config.json", lambda d: {**d, "format": "other"}), ["config.json", "not written by"]),
         (_edit_json("config.json", lambda d: {**d, "task": "nope"}), ["config.json", "'nope'"]),
-        (lambda m: (m / "weights.pt").unlink(), ["weights.pt"]),
-        (lambda m: (m / "weights.pt").write_bytes(b"\x80\x04not a pickle"), ["weights.pt", "state dict"]),
-        (_edit_json("preprocessing.json", lambda d: {**d, "height": 48}), ["weights.pt", "state dict"]),
+        (lambda m: (m / _WEIGHTS).unlink(), ["weights.pt"]),
+        (lambda m: (m / _WEIGHTS).write_bytes(b"\x80\x04not a pickle"), ["weights.pt", "state dict"]),
+        (
+            _edit_json("preprocessing.json", lambda d: {**d, "members": [{**d["members"][0], "height": 48}]}),
+            ["weights.pt"],
+        ),
     ],
 )
 def test_evaluate_refuses_a_damaged_model_folder(
@@ -598,7 +608,7 @@ def test_a_weights_file_carrying_a_harmful_pickle_is_refused_without_running_it(
     """weights.pt is loaded with ``weights_only=True``: a pickle that would run code is an error, and runs nothing."""
     model, marker = tmp_path / "model", tmp_path / "PWNED"
     shutil.copytree(model_dir, model)
-    (model / "weights.pt").write_bytes(pickle.dumps(_Planted(marker)))
+    (model / _WEIGHTS).write_bytes(pickle.dumps(_Planted(marker)))
     code, err = call("search.evaluate", [str(model), "--data", str(small_data)], capsys)
     assert_refused(code, err, "weights.pt")
     assert not marker.exists()
