@@ -16,6 +16,7 @@ from plotly.offline import get_plotlyjs
 from reports import batch_size, overfitting, overview, per_class, resolution
 from reports.page import PLOTLY_JS, Page, render_page
 from reports.rundata import RunData, load_run
+from runstore.atomic import write_text
 from runstore.errors import UserError, cli
 from runstore.layout import REPORT_DIR
 
@@ -40,12 +41,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     js = out / PLOTLY_JS
     plotly_js = get_plotlyjs()
     if not js.is_file() or js.stat().st_size != len(plotly_js.encode()):
-        js.write_text(plotly_js, encoding="utf-8")
+        write_text(js, plotly_js)
     pages = build_pages(run)
     for page in pages:
-        tmp = out / (page.filename + ".tmp")
-        tmp.write_text(render_page(page, pages, run), encoding="utf-8")
-        tmp.replace(out / page.filename)
+        write_text(out / page.filename, render_page(page, pages, run))
     return out / pages[0].filename
 
 

@@ -7,7 +7,6 @@ number the leaderboard and ``search.export`` use. Trials are numbered in the ord
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from runstore.layout import load_run_info, run_metric
 from runstore.metrics import metric_mode
 from runstore.ranking import plain, rank_trials
 from runstore.trials import load_trials
+from trainables.augment_config import AUGMENT_OPS
+from trainables.augment_config import augment_ops_on as _ops_on
 
 __all__ = [
     "AUGMENT_OPS",
@@ -33,17 +34,6 @@ __all__ = [
     "num",
     "plain",
 ]
-
-#: Augmentation ops and when each counts as on, read from the trial's config.
-AUGMENT_OPS: dict[str, str] = {
-    "hflip": "hflip > 0",
-    "vflip": "vflip > 0",
-    "rotate": "rotate > 0",
-    "brightness": "brightness > 0",
-    "contrast": "contrast > 0",
-    "trivial_augment": "trivial_augment on",
-    "crop_scale": "crop_scale < 1",
-}
 
 
 @dataclass
@@ -181,30 +171,9 @@ def num(v: Any) -> float:
     return f
 
 
-def _truthy(v: Any) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return False
-    return bool(v)
-
-
 def augment_ops_on(config: pd.Series | dict[str, Any]) -> list[str]:
-    """The augmentation ops a trial's config turns on (see :data:`AUGMENT_OPS`), from ``config/<key>`` values."""
-
-    def get(key: str) -> Any:
-        return config.get(f"config/{key}")
-
-    on = []
-    for op in ("hflip", "vflip", "rotate", "brightness", "contrast"):
-        if num(get(op)) > 0:
-            on.append(op)
-    if _truthy(get("trivial_augment")):
-        on.append("trivial_augment")
-    crop = num(get("crop_scale"))
-    if not math.isnan(crop) and crop < 1:
-        on.append("crop_scale")
-    return on
+    """The augmentation ops a trial's config turns on (``trainables.augment_config``), from ``config/<key>`` values."""
+    return _ops_on({op: config.get(f"config/{op}") for op in AUGMENT_OPS})
 
 
 def category_key(text: str) -> tuple[int, float, str]:

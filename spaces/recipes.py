@@ -28,31 +28,11 @@ from trainables.config import TrialConfig
 
 __all__ = ["ADAPTATIONS", "RECIPES", "Recipe", "recipes_for"]
 
+# TrialConfig's defaults with the seeds' shared choices (RGB input, no dropout); epochs and seed are the search's.
 _COMMON: dict[str, Any] = {
-    "width": None,
+    **{k: v for k, v in TrialConfig().to_dict().items() if k not in ("epochs", "seed")},
     "dropout": 0.0,
-    "pretrained": False,
-    "freeze_backbone": False,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "momentum": 0.9,
-    "nesterov": False,
-    "schedule": "none",
-    "grad_clip": 0.0,
-    "label_smoothing": 0.0,
-    "class_weights": "none",
-    "batch_size": 32,
     "channels": 3,
-    "resize": "stretch",
-    "hflip": 0.0,
-    "vflip": 0.0,
-    "rotate": 0.0,
-    "brightness": 0.0,
-    "contrast": 0.0,
-    "trivial_augment": False,
-    "crop_scale": 1.0,
-    "intensity": "none",
 }
 
 #: The seed recipes as the seed projects ran them, by name (evaluation order).

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from trainables.config import TrialConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 
@@ -44,36 +46,7 @@ def _offline_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- run directories for the report tests ------------------------------------------------------------------------
 
 #: The config every synthetic trial starts from (TrialConfig fields, as Ray writes them to params.json).
-BASE_CONFIG = {
-    "model": "tinyvgg",
-    "width": 1.0,
-    "dropout": 0.0,
-    "pretrained": False,
-    "freeze_backbone": False,
-    "optimizer": "adam",
-    "lr": 0.001,
-    "weight_decay": 0.0,
-    "momentum": 0.9,
-    "nesterov": False,
-    "schedule": "none",
-    "grad_clip": 0.0,
-    "label_smoothing": 0.0,
-    "class_weights": "none",
-    "batch_size": 32,
-    "image_size": "64",
-    "channels": 1,
-    "resize": "stretch",
-    "hflip": 0.0,
-    "vflip": 0.0,
-    "rotate": 0.0,
-    "brightness": 0.0,
-    "contrast": 0.0,
-    "trivial_augment": False,
-    "crop_scale": 1.0,
-    "epochs": 4,
-    "seed": 0,
-    "recipe": "",
-}
+BASE_CONFIG = {**TrialConfig().to_dict(), "width": 1.0, "dropout": 0.0, "epochs": 4}
 
 
 def write_trial(

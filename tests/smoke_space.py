@@ -22,35 +22,17 @@ from optuna.trial import BaseTrial
 
 from spaces.profiles import Profile
 from spaces.registry import list_spaces, register_space
+from trainables.config import TrialConfig
 
 PLAN_ENV = "CXR_SMOKE_PLAN"
 KINDS = ("ok", "slow", "nan", "oom")
 
+# TinyVGG at half width on TrialConfig's defaults (64x64 grey, batch 32, Adam); the space samples lr, the search sets
+# epochs and seed.
 _BASE: dict[str, Any] = {
-    "model": "tinyvgg",
+    **{k: v for k, v in TrialConfig().to_dict().items() if k not in ("lr", "epochs", "seed", "recipe")},
     "width": 0.5,
     "dropout": 0.0,
-    "pretrained": False,
-    "freeze_backbone": False,
-    "optimizer": "adam",
-    "weight_decay": 0.0,
-    "momentum": 0.9,
-    "nesterov": False,
-    "schedule": "none",
-    "grad_clip": 0.0,
-    "label_smoothing": 0.0,
-    "class_weights": "none",
-    "batch_size": 32,
-    "image_size": "64",
-    "channels": 1,
-    "resize": "stretch",
-    "hflip": 0.0,
-    "vflip": 0.0,
-    "rotate": 0.0,
-    "brightness": 0.0,
-    "contrast": 0.0,
-    "trivial_augment": False,
-    "crop_scale": 1.0,
 }
 
 _KIND_CONFIG: dict[str, dict[str, Any]] = {

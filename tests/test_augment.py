@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
-from trainables.augment import AugmentConfig, BatchAugment
+from reports.rundata import augment_ops_on as augment_ops_on_in_report
+from trainables.augment import TA_TABLE, AugmentConfig, BatchAugment
+from trainables.augment_config import AUGMENT_OPS, augment_ops_on
 from trainables.cache import ImageSpec
+from trainables.config import TrialConfig
 from trainables.data import DataCatalog
 
 
@@ -84,3 +88,34 @@ def test_three_channel_batches(xrays: torch.Tensor) -> None:
 def test_bad_strengths_name_the_field(field: str, value: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AugmentConfig(**{field: value})
+
+
+def test_our_trivial_augment_table_is_torchvisions_wide_space() -> None:
+    """Names, order, signs and the largest magnitude of every linear op match torchvision's TrivialAugmentWide."""
+    from torchvision.transforms import TrivialAugmentWide
+
+    space = TrivialAugmentWide()._augmentation_space(31)
+    assert [op.name.replace("_", "") for op in TA_TABLE] == [k.lower() for k in space]
+    for op, (magnitudes, signed) in zip(TA_TABLE, space.values()):
+        assert op.signed == signed, op.name
+        if op.name not in ("posterize", "solarize"):  # those two count bits and grey levels; see _trivial_photometric
+            assert op.max_magnitude == pytest.approx(float(magnitudes.max()), abs=1e-6), op.name
+
+
+def test_trial_config_carries_every_augmentation_field_and_the_on_rule() -> None:
+    """Each augmentation field set on a TrialConfig turns on exactly that op, in the trainable and in the reports."""
+    off = TrialConfig()
+    assert not off.augment.active and augment_ops_on(off.to_dict()) == []
+    strengths = {"hflip": 0.5, "vflip": 0.5, "rotate": 10.0, "brightness": 0.2, "contrast": 0.2, "crop_scale": 0.5}
+    for name in AUGMENT_OPS:
+        cfg = TrialConfig(**{name: strengths.get(name, True)})
+        assert cfg.augment.active, name
+        assert getattr(cfg.augment, name) == getattr(cfg, name)
+        assert augment_ops_on(cfg.to_dict()) == [name]
+        assert augment_ops_on_in_report(pd.Series({f"config/{k}": v for k, v in cfg.to_dict().items()})) == [name]
+    # Intensity standardisation is preprocessing, not augmentation.
+    assert augment_ops_on(TrialConfig(intensity="equalize").to_dict()) == []
+    # Values read back from trials.csv: text, NaN for a run that never recorded a field.
+    read_back = {"hflip": "0.5", "trivial_augment": "True", "crop_scale": float("nan"), "rotate": None}
+    assert augment_ops_on(read_back) == ["hflip", "trivial_augment"]
+    assert AUGMENT_OPS["crop_scale"] == "crop_scale < 1" and AUGMENT_OPS["hflip"] == "hflip > 0"

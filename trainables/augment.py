@@ -16,92 +16,49 @@ No Python loop runs per image: the cost is a handful of tensor ops per batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from trainables.augment_config import AugmentConfig
 from trainables.intensity import standardise
 
-__all__ = ["TA_OPS", "AugmentConfig", "BatchAugment"]
+__all__ = ["TA_OPS", "TA_TABLE", "AugmentConfig", "BatchAugment", "TAOp"]
+
+
+class TAOp(NamedTuple):
+    """One TrivialAugmentWide op: whether its magnitude takes a random sign, whether it moves pixels (an affine
+    warp), and its largest magnitude in the "wide" space (degrees, pixels at 224 px, shear, factor - 1, bits, or
+    the [0, 1] solarize threshold)."""
+
+    name: str
+    signed: bool
+    geometric: bool
+    max_magnitude: float
+
 
 #: TrivialAugmentWide's operations (Müller & Hutter 2021), in torchvision's order.
-TA_OPS = (
-    "identity",
-    "shear_x",
-    "shear_y",
-    "translate_x",
-    "translate_y",
-    "rotate",
-    "brightness",
-    "color",
-    "contrast",
-    "sharpness",
-    "posterize",
-    "solarize",
-    "autocontrast",
-    "equalize",
+TA_TABLE = (
+    TAOp("identity", signed=False, geometric=False, max_magnitude=0.0),
+    TAOp("shear_x", signed=True, geometric=True, max_magnitude=0.99),
+    TAOp("shear_y", signed=True, geometric=True, max_magnitude=0.99),
+    TAOp("translate_x", signed=True, geometric=True, max_magnitude=32.0),
+    TAOp("translate_y", signed=True, geometric=True, max_magnitude=32.0),
+    TAOp("rotate", signed=True, geometric=True, max_magnitude=135.0),
+    TAOp("brightness", signed=True, geometric=False, max_magnitude=0.99),
+    TAOp("color", signed=True, geometric=False, max_magnitude=0.99),
+    TAOp("contrast", signed=True, geometric=False, max_magnitude=0.99),
+    TAOp("sharpness", signed=True, geometric=False, max_magnitude=0.99),
+    TAOp("posterize", signed=False, geometric=False, max_magnitude=6.0),
+    TAOp("solarize", signed=False, geometric=False, max_magnitude=1.0),
+    TAOp("autocontrast", signed=False, geometric=False, max_magnitude=0.0),
+    TAOp("equalize", signed=False, geometric=False, max_magnitude=0.0),
 )
-_TA_GEOMETRIC = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate"}
-_TA_SIGNED = {
-    "shear_x",
-    "shear_y",
-    "translate_x",
-    "translate_y",
-    "rotate",
-    "brightness",
-    "color",
-    "contrast",
-    "sharpness",
-}
-# Largest magnitude of each op in TrivialAugmentWide's "wide" space.
-_TA_MAX = {"shear_x": 0.99, "shear_y": 0.99, "translate_x": 32.0, "translate_y": 32.0, "rotate": 135.0}
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Which augmentations run and how strong they are; every field at its default means none.
-
-    hflip, vflip: probability of a horizontal / vertical flip. rotate: largest rotation in degrees (uniform in
-    [-rotate, rotate]). brightness, contrast: jitter strength b, factor uniform in [1-b, 1+b]. trivial_augment: one
-    TrivialAugmentWide op per image. crop_scale: random resized crop keeping [crop_scale, 1] of the area with aspect
-    ratio in [3/4, 4/3]; 1.0 turns it off.
-    """
-
-    hflip: float = 0.0
-    vflip: float = 0.0
-    rotate: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    trivial_augment: bool = False
-    crop_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("hflip", "vflip"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
-        if not 0.0 <= self.rotate <= 180.0:
-            raise ValueError(f"rotate is a largest angle in degrees in [0, 180], got {self.rotate}")
-        for name in ("brightness", "contrast"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} jitter must be in [0, 1), got {v}")
-        if not 0.05 <= self.crop_scale <= 1.0:
-            raise ValueError(f"crop_scale is the smallest kept area fraction in [0.05, 1], got {self.crop_scale}")
-
-    @property
-    def active(self) -> bool:
-        return (
-            self.hflip > 0
-            or self.vflip > 0
-            or self.rotate > 0
-            or self.crop_scale < 1.0
-            or self.brightness > 0
-            or self.contrast > 0
-            or self.trivial_augment
-        )
+TA_OPS = tuple(op.name for op in TA_TABLE)
+_TA_GEOMETRIC = frozenset(op.name for op in TA_TABLE if op.geometric)
+_TA_MAX = {op.name: op.max_magnitude for op in TA_TABLE}
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -185,14 +142,14 @@ class BatchAugment:
         ta_mag = torch.rand(n, generator=g, device=self.device) if cfg.trivial_augment else None
         if ta_mag is not None:  # random sign for the signed ops
             ta_sign = torch.where(torch.rand(n, generator=g, device=self.device) < 0.5, -1.0, 1.0)
-            signed = torch.tensor([op in _TA_SIGNED for op in TA_OPS], device=self.device)[ta_op]
+            signed = torch.tensor([op.signed for op in TA_TABLE], device=self.device)[ta_op]
             ta_mag = torch.where(signed, ta_mag * ta_sign, ta_mag)
 
         x = self._flips(x)
         if cfg.rotate > 0 or cfg.crop_scale < 1.0:
             x = self._warp(x, ta_op, ta_mag)
         elif ta_op is not None:  # only the images that drew a geometric TrivialAugment op need a warp
-            geo = torch.tensor([op in _TA_GEOMETRIC for op in TA_OPS], device=self.device)[ta_op]
+            geo = torch.tensor([op.geometric for op in TA_TABLE], device=self.device)[ta_op]
             idx = geo.nonzero().squeeze(1)
             if idx.numel():
                 x = x.index_copy(0, idx, self._warp(x.index_select(0, idx), ta_op[idx], ta_mag[idx]))
@@ -264,16 +221,17 @@ class BatchAugment:
             if idx.numel() == 0:
                 continue
             xi, mag = x.index_select(0, idx), ta_mag.index_select(0, idx)
+            mag = mag * _TA_MAX[op]
             if op == "brightness":
-                yi = (xi * (1 + 0.99 * mag).view(-1, 1, 1, 1)).clamp(0, 1)
+                yi = (xi * (1 + mag).view(-1, 1, 1, 1)).clamp(0, 1)
             elif op == "color":
-                yi = _blend(xi, _grey(xi).expand_as(xi), 1 + 0.99 * mag)
+                yi = _blend(xi, _grey(xi).expand_as(xi), 1 + mag)
             elif op == "contrast":
-                yi = _blend(xi, _grey(xi).mean(dim=(1, 2, 3), keepdim=True).expand_as(xi), 1 + 0.99 * mag)
+                yi = _blend(xi, _grey(xi).mean(dim=(1, 2, 3), keepdim=True).expand_as(xi), 1 + mag)
             elif op == "sharpness":
-                yi = _blend(xi, _sharpen_blur(xi), 1 + 0.99 * mag)
+                yi = _blend(xi, _sharpen_blur(xi), 1 + mag)
             elif op == "posterize":
-                bits = 8 - (mag * 6).round()  # 8 .. 2 bits, as torchvision's wide space
+                bits = 8 - mag.round()  # 8 .. 2 bits, as torchvision's wide space
                 step = (2 ** (8 - bits)).view(-1, 1, 1, 1)
                 yi = torch.floor(xi * 255 / step) * step / 255
             elif op == "solarize":

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from trainables.augment import AugmentConfig
+from trainables.augment_config import AugmentConfig
 from trainables.cache import RESIZE_POLICIES, ImageSpec
 from trainables.intensity import INTENSITY
 from trainables.models import list_models, model_info
@@ -23,8 +23,12 @@ CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
-class TrialConfig:
+class TrialConfig(AugmentConfig):
     """One trial's hyperparameters. Defaults are a small, sane CPU recipe.
+
+    It is one flat dataclass (the flat keys are what Ray, Optuna, run.json and saved configs hold); the augmentation
+    fields (``hflip`` ... ``crop_scale``) and their checks are inherited from :class:`AugmentConfig`, so they come
+    first in ``to_dict()``.
 
     ``width`` and ``dropout`` of ``None`` mean "the model's own default"; ``grad_clip`` of 0 turns clipping off;
     ``image_size`` is ``"128"`` or ``"256x300"`` (height x width); ``intensity`` standardises each image's grey
@@ -50,13 +54,6 @@ class TrialConfig:
     image_size: str = "64"
     channels: int = 1
     resize: str = "stretch"
-    hflip: float = 0.0
-    vflip: float = 0.0
-    rotate: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    trivial_augment: bool = False
-    crop_scale: float = 1.0
     intensity: str = "none"
     epochs: int = 10
     seed: int = 0
@@ -98,7 +95,7 @@ class TrialConfig:
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch_size and epochs must be >= 1, got {self.batch_size} and {self.epochs}")
         self.image_spec  # noqa: B018 - validates size and channels
-        self.augment  # noqa: B018 - validates the augmentation strengths
+        super().__post_init__()  # the augmentation strengths
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
@@ -140,15 +137,8 @@ class TrialConfig:
 
     @property
     def augment(self) -> AugmentConfig:
-        return AugmentConfig(
-            hflip=self.hflip,
-            vflip=self.vflip,
-            rotate=self.rotate,
-            brightness=self.brightness,
-            contrast=self.contrast,
-            trivial_augment=self.trivial_augment,
-            crop_scale=self.crop_scale,
-        )
+        """Just the augmentation fields, for ``BatchAugment``."""
+        return AugmentConfig(**{f.name: getattr(self, f.name) for f in fields(AugmentConfig)})
 
     def model_kwargs(self) -> dict[str, Any]:
         """Only the optional model arguments this model takes and this config sets."""

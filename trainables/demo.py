@@ -52,9 +52,7 @@ def build_demo(
         raise ValueError(f"fractions must be positive and sum to at most 1, got {train_fraction} + {test_fraction}")
     index = index_dataset(source, "pneumonia3class")
     rng = np.random.default_rng(seed)
-    members: dict[int, list[int]] = defaultdict(list)
-    for i, g in enumerate(index.groups.tolist()):
-        members[g].append(i)
+    members = index.images_by_group()
     by_label: dict[int, list[int]] = defaultdict(list)
     for g, idx in members.items():
         by_label[int(index.labels[idx[0]])].append(g)

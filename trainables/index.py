@@ -114,6 +114,13 @@ class DatasetIndex:
             per_class[self.classes[label]].add(patient)
         return {c: len(per_class[c]) for c in self.classes}
 
+    def images_by_group(self) -> dict[int, list[int]]:
+        """Image indices of each patient group, in index order: the unit every split draws."""
+        out: dict[int, list[int]] = defaultdict(list)
+        for i, g in enumerate(self.groups.tolist()):
+            out[g].append(i)
+        return out
+
     def fingerprint(self) -> str:
         """A hash of the file contents and labels: the same images and labels give the same fingerprint anywhere."""
         h = hashlib.sha256(self.task.encode())
@@ -303,9 +310,7 @@ def split_patients(index: DatasetIndex, val_fraction: float = 0.2, seed: int = 0
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     rng = np.random.default_rng(seed)
-    group_images: dict[int, list[int]] = defaultdict(list)
-    for i, g in enumerate(index.groups.tolist()):
-        group_images[g].append(i)
+    group_images = index.images_by_group()
     by_class: dict[int, list[int]] = defaultdict(list)
     for g, members in group_images.items():
         label = Counter(index.labels[members].tolist()).most_common(1)[0][0]
