@@ -54,6 +54,11 @@ def shift_warnings(splits: dict[str, dict[str, Any]], reference: str = "validati
     return out
 
 
+def _looks_scored(s: dict[str, Any]) -> bool:
+    keys = ("n", "accuracy", "balanced_accuracy", "auroc", "recall", "confusion_matrix")
+    return all(k in s for k in keys) and isinstance(s["recall"], dict)
+
+
 def _recall_figure(splits: dict[str, dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     for name, s in splits.items():
@@ -142,7 +147,13 @@ def build_model_report(model_dir: str | Path, data: list[str] | None = None, out
         metrics = json.loads(metrics_file.read_text())
         meta = json.loads((model_dir / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{metrics_file}: not valid JSON ({exc})") from exc
+        raise UserError(f"{model_dir}: metrics.json or config.json is not valid JSON ({exc})") from exc
+    if not isinstance(metrics, dict) or not isinstance(meta, dict):
+        raise UserError(f"{model_dir}: metrics.json and config.json must be JSON objects written by search.retrain")
+    for key in ("held_out", "test"):
+        split = metrics.get(key)
+        if split is not None and not (isinstance(split, dict) and _looks_scored(split)):
+            raise UserError(f"{metrics_file}: {key} is not a scores object written by search.retrain")
     splits: dict[str, dict[str, Any]] = {}
     if metrics.get("held_out"):
         splits["validation (held out)"] = metrics["held_out"]
@@ -156,6 +167,8 @@ def build_model_report(model_dir: str | Path, data: list[str] | None = None, out
         raise UserError(f"{model_dir}: no held-out or test figures in metrics.json; give a labelled folder with --data")
 
     out = Path(out) if out else model_dir / "report.html"
+    if out.is_dir():
+        raise UserError(f"-o: {out} is a directory; give the page to write, e.g. {out / 'report.html'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     js = out.parent / PLOTLY_JS
     if not js.is_file():

@@ -686,3 +686,28 @@ def test_a_link_that_leads_nowhere_is_named_with_the_broken_files(breakage, tmp_
     assert catalog.index.unreadable == [str(bad)]
     with pytest.warns(UserWarning, match="IM-9999-0001.jpeg"):
         assert catalog.prepare(TrialConfig(image_size="32").image_spec).broken == [str(bad)]
+
+
+# -- reports.model: a model folder's page ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("damage", "args", "words"),
+    [
+        (lambda m: None, lambda m: [str(m / "no-such")], ["no-such", "not a model directory"]),
+        (lambda m: (m / "metrics.json").write_text("{cut"), lambda m: [str(m)], ["not valid JSON"]),
+        (lambda m: (m / "metrics.json").write_text('{"test": [1, 2]}'), lambda m: [str(m)], ["test", "scores"]),
+        (lambda m: (m / "metrics.json").write_text("{}"), lambda m: [str(m)], ["no held-out or test figures"]),
+        (lambda m: (m / "page").mkdir(), lambda m: [str(m), "-o", str(m / "page")], ["-o", "is a directory"]),
+    ],
+)
+def test_the_model_report_refuses_what_it_cannot_show(
+    damage, args, words, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    damage(model)
+    before = snapshot(model)
+    code, err = call("reports.model", args(model), capsys)
+    assert_refused(code, err, *words)
+    assert snapshot(model) == before
