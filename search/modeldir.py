@@ -80,8 +80,9 @@ def save_model_dir(
     if out.exists() and not force:
         raise UserError(f"--out: {out} already exists; choose another folder or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a retrain killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         model = model.eval().cpu().float()

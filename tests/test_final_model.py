@@ -250,3 +250,33 @@ def test_the_held_out_slice_is_patient_disjoint_stratified_and_seeded() -> None:
     assert np.array_equal(again_held.x, held.x) and np.array_equal(again_fit.y, fit.y)
     other = catalog.holdout_split(spec, 0.1, 1)[1]
     assert len(other.y) != len(held.y) or not np.array_equal(other.x, held.x)
+
+
+@pytest.mark.slow
+def test_a_retrain_killed_midway_leaves_no_model_folder_and_runs_again(small_data: Path, tmp_path: Path) -> None:
+    """SIGKILL during training: no model folder (nothing half-written to mistake for a model); the same command
+    then builds it."""
+    import signal
+    import time
+
+    config = TrialConfig(model="tinyvgg", image_size="32", channels=1, epochs=40).to_dict()
+    doc = {"format": "cxr-search/best-config/v1", "config": config, "task": "pneumonia3class"}
+    (tmp_path / "best.json").write_text(json.dumps(doc))
+    out = tmp_path / "models" / "m"
+    args = [sys.executable, "-m", "search.retrain", str(tmp_path / "best.json"), "--data", str(small_data)]
+    args += ["--out", str(out)]
+    log = tmp_path / "log.txt"
+    with log.open("w") as f:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while "epoch 2 " not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    models = tmp_path / "models"
+    assert not out.exists() and (not models.exists() or list(models.iterdir()) == [])
+    again = _run([*args[1:4], *args[4:], "--epochs", "1"], ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "members" / "0" / "weights.pt").is_file() and (out / "model.torchscript").is_file()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]
