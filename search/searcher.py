@@ -43,6 +43,11 @@ class RankedOptunaSearch(OptunaSearch):
 
         ot_trial = self._ot_trials[trial_id]
         values = dict(self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values)
+        # Tune hands a trial's last result to on_trial_complete only (never to on_trial_result): record it too.
+        step, last = (result or {}).get("training_iteration"), (result or {}).get(self.metric)
+        if step is not None and last is not None and int(step) not in values:
+            ot_trial.report(float(last), int(step))
+            values[int(step)] = float(last)
         state, value = trial_outcome(values, self.max_epochs, self.mode, error)
         self._ot_study.tell(ot_trial, value, state=TrialState[state])
         self._completed_trials.add(trial_id)

@@ -122,10 +122,10 @@ def test_optuna_is_told_pruned_for_early_stops_and_the_best_epoch_for_finished_t
         [Experiment("t", run=_trainable, config=r.fixed, storage_path=str(tmp_path), num_samples=3)]
     )
     finished, stopped, failed = (generator.next_trial() for _ in range(3))
-    for epoch, value in enumerate([0.5, 0.72, 0.6], start=1):
+    # As Tune does it: every result but a trial's last goes to on_trial_result, the last to on_trial_complete only.
+    for epoch, value in enumerate([0.5, 0.72], start=1):
         generator.on_trial_result(finished.trial_id, {"val_balanced_acc": value, "training_iteration": epoch})
     generator.on_trial_complete(finished.trial_id, {"val_balanced_acc": 0.6, "training_iteration": 3})
-    generator.on_trial_result(stopped.trial_id, {"val_balanced_acc": 0.41, "training_iteration": 1})
     generator.on_trial_complete(stopped.trial_id, {"val_balanced_acc": 0.41, "training_iteration": 1})
     generator.on_trial_result(failed.trial_id, {"val_balanced_acc": 0.3, "training_iteration": 1})
     generator.on_trial_complete(failed.trial_id, None, error=True)
@@ -133,4 +133,5 @@ def test_optuna_is_told_pruned_for_early_stops_and_the_best_epoch_for_finished_t
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL"]
     assert trials[0].value == pytest.approx(0.72)  # the best epoch, which export and the leaderboard also count
+    assert trials[0].intermediate_values == {1: 0.5, 2: 0.72, 3: 0.6}
     assert trials[1].intermediate_values == {1: 0.41}  # Optuna keeps a pruned trial at its last reported value
