@@ -372,6 +372,14 @@ def _search_on_ray(
         if uri is not None:
             push_run_files(run_dir, uri)
         raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}")
+    from search.searcher import close_running_trials
+
+    try:
+        closed = close_running_trials(run_dir / STUDY_FILE, r.name)
+        if closed:
+            log.info("%d trial(s) the time budget stopped are PRUNED in the Optuna study", closed)
+    except Exception as exc:  # noqa: BLE001 - the study is a record; its update must not cost the run
+        log.warning("could not mark the stopped trials in %s: %s: %s", STUDY_FILE, type(exc).__name__, exc)
     return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
 
 

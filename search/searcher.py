@@ -9,13 +9,14 @@ intend), and a finished trial's value is the one the ranking rule counts (``runs
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
 from runstore.ranking import counting_epoch
 
-__all__ = ["RankedOptunaSearch", "trial_outcome"]
+__all__ = ["RankedOptunaSearch", "close_running_trials", "trial_outcome"]
 
 
 def trial_outcome(values: dict[int, float], max_epochs: int, mode: str, error: bool) -> tuple[str, float | None]:
@@ -51,3 +52,16 @@ class RankedOptunaSearch(OptunaSearch):
         state, value = trial_outcome(values, self.max_epochs, self.mode, error)
         self._ot_study.tell(ot_trial, value, state=TrialState[state])
         self._completed_trials.add(trial_id)
+
+
+def close_running_trials(study_db: Path, study_name: str) -> int:
+    """Mark PRUNED every trial a finished search left RUNNING in its study (Tune never reports completion for trials
+    its time budget stops), so the study says what happened to them; returns how many."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_db}")
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    for t in running:
+        study.tell(t.number, state=TrialState.PRUNED)
+    return len(running)

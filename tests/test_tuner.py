@@ -135,3 +135,20 @@ def test_optuna_is_told_pruned_for_early_stops_and_the_best_epoch_for_finished_t
     assert trials[0].value == pytest.approx(0.72)  # the best epoch, which export and the leaderboard also count
     assert trials[0].intermediate_values == {1: 0.5, 2: 0.72, 3: 0.6}
     assert trials[1].intermediate_values == {1: 0.41}  # Optuna keeps a pruned trial at its last reported value
+
+
+def test_trials_a_finished_search_left_running_are_pruned_in_the_study(tmp_path: Path) -> None:
+    import optuna
+
+    from search.searcher import close_running_trials
+
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    done, cut = study.ask(), study.ask()
+    done.report(0.5, 1)
+    study.tell(done, 0.5)
+    cut.report(0.4, 1)  # the time budget ended the search during its second epoch
+    assert close_running_trials(tmp_path / "study.db", "s") == 1
+    states = [
+        t.state.name for t in optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    ]
+    assert states == ["COMPLETE", "PRUNED"]
