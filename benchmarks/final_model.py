@@ -44,7 +44,14 @@ from search.retrain import input_spec, train_members  # noqa: E402
 from spaces.recipes import recipes_for  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.data import DataCatalog  # noqa: E402
-from trainables.ensemble import FinalModel, Member, balanced_weights, fit_temperature, predict  # noqa: E402
+from trainables.ensemble import (  # noqa: E402
+    FinalModel,
+    Member,
+    balanced_weights,
+    calibrate,
+    fit_temperature,
+    predict,
+)
 from trainables.scoring import score  # noqa: E402
 
 #: Recipe order when no best_config is given: the CPU default search's usual ranking (README).
@@ -144,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         for arm, (ms, tta, cal, bal) in _arms(trained).items():
             model = FinalModel([_with_tta(m, tta) for m in ms]).eval()
             w = weights if bal else None
+            averaged = predict(model.average, held.x)
             if cal:
-                model.temperature.fill_(fit_temperature(predict(model.average, held.x), torch.from_numpy(held.y)))
-            h = score(held.y, predict(model, held.x).numpy(), classes, n_boot=10, decision_weights=w)
+                model.temperature.fill_(fit_temperature(averaged, torch.from_numpy(held.y)))
+            h = score(held.y, calibrate(averaged, model.temperature).numpy(), classes, n_boot=10, decision_weights=w)
             s = [
                 score(held.y, predict(model, shifted(held.x, k)).numpy(), classes, n_boot=10, decision_weights=w)
                 for k in SHIFTS

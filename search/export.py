@@ -111,13 +111,12 @@ def export_best(
             break
     config = dict(best.config)
     config["epochs"] = max(1, best.best_epoch)
-    defaults = FinalRecipe(members=[config])
     try:
         recipe = FinalRecipe(
             members=[{**t.config, "epochs": max(1, t.best_epoch)} for t in chosen],
-            tta=tta or defaults.tta,
-            calibration=calibration or defaults.calibration,
-            decision=decision or defaults.decision,
+            tta=tta or FinalRecipe.tta,
+            calibration=calibration or FinalRecipe.calibration,
+            decision=decision or FinalRecipe.decision,
         )
     except ValueError as exc:
         raise UserError(f"export: {exc}") from exc

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runstore.errors import UserError
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, check_choice
 from trainables.ensemble import TTA_MODES
 
 __all__ = ["CALIBRATIONS", "DECISIONS", "FinalRecipe"]
@@ -44,9 +44,9 @@ class FinalRecipe:
     def __post_init__(self) -> None:
         if not self.members:
             raise ValueError("a final model needs at least one member")
-        _choice("tta", self.tta, TTA_MODES)
-        _choice("calibration", self.calibration, CALIBRATIONS)
-        _choice("decision", self.decision, DECISIONS)
+        check_choice("tta", self.tta, TTA_MODES)
+        check_choice("calibration", self.calibration, CALIBRATIONS)
+        check_choice("decision", self.decision, DECISIONS)
         f = self.holdout_fraction
         needs_holdout = self.calibration != "none"
         if not (isinstance(f, (int, float)) and math.isfinite(f) and (0.0 < f < 0.5 or (f == 0 and not needs_holdout))):
@@ -77,8 +77,3 @@ class FinalRecipe:
             return cls(members=members, **known)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{source}: the final model recipe does not validate: {exc}") from exc
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(valid)}, got {value!r}")

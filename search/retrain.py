@@ -29,9 +29,17 @@ from search.modeldir import save_model_dir
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.data import DEMO_DATA, DataCatalog, ImageSplit, PreparedData, channel_stats
-from trainables.ensemble import FinalModel, Member, adapt_images, balanced_weights, fit_temperature, predict
+from trainables.ensemble import (
+    FinalModel,
+    Member,
+    adapt_images,
+    balanced_weights,
+    calibrate,
+    fit_temperature,
+    predict,
+)
 from trainables.index import has_test_split
-from trainables.scoring import score
+from trainables.scoring import calibration, score
 from trainables.train import pick_device, train_trial
 from trainables.weights import POLICIES, WeightsRecord, check_policy, ensure_weights
 
@@ -202,11 +210,9 @@ def retrain(
         averaged = predict(model.average, held.x, device=dev)
         if recipe.calibration == "temperature":
             model.temperature.fill_(fit_temperature(averaged, torch.from_numpy(held.y)))
-        probs = predict(model, held.x, device=dev)
+        probs = calibrate(averaged, model.temperature.cpu())
         metrics["held_out"] = score(held.y, probs.numpy(), classes, decision_weights=decide)
-        metrics["held_out"]["uncalibrated"] = score(held.y, averaged.numpy(), classes, decision_weights=decide)[
-            "calibration"
-        ]
+        metrics["held_out"]["uncalibrated"] = calibration(held.y, averaged.numpy())
     metrics["temperature"] = float(model.temperature)
     if prepared.test is not None and len(prepared.test):
         probs = predict(model, prepared.test.x, device=dev)

@@ -15,7 +15,7 @@ from trainables.cache import RESIZE_POLICIES, ImageSpec
 from trainables.intensity import INTENSITY
 from trainables.models import list_models, model_info
 
-__all__ = ["CLASS_WEIGHTS", "OPTIMIZERS", "SCHEDULES", "TrialConfig", "parse_bool"]
+__all__ = ["CLASS_WEIGHTS", "OPTIMIZERS", "SCHEDULES", "TrialConfig", "check_choice", "parse_bool"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "onecycle", "cosine", "plateau")
@@ -71,11 +71,11 @@ class TrialConfig(AugmentConfig):
                 raise ValueError(
                     f"model {self.model} cannot be {name.replace('_', ' ')}: it is not a torchvision backbone"
                 )
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
-        _choice("resize", self.resize, RESIZE_POLICIES)
-        _choice("intensity", self.intensity, INTENSITY)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
+        check_choice("resize", self.resize, RESIZE_POLICIES)
+        check_choice("intensity", self.intensity, INTENSITY)
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
@@ -153,7 +153,8 @@ class TrialConfig(AugmentConfig):
         return kwargs
 
 
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    """A ``ValueError`` naming ``name``, its valid values and the value given, unless ``value`` is one of them."""
     if value not in valid:
         raise ValueError(f"{name} must be one of {', '.join(valid)}, got {value!r}")
 
