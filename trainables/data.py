@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from trainables.cache import DecodedImages, ImageSpec, load_images
 from trainables.index import DatasetIndex, index_dataset, split_patients
-from trainables.intensity import intensity_stats
+from trainables.intensity import standardise
 
 __all__ = ["DEMO_DATA", "BrokenImagesWarning", "DataCatalog", "ImageSplit", "PreparedData"]
 
@@ -65,8 +66,9 @@ class PreparedData:
         """Training-split statistics (of the images as standardised by ``intensity``), or ImageNet's when the
         backbone was pretrained on it (grey: their channel mean)."""
         if not pretrained:
-            if intensity != "none":
-                return intensity_stats(self.train.x, intensity, limit=512)
+            if intensity != "none":  # the statistics of what the model will see: the standardised images
+                sample = np.ascontiguousarray(self.train.x[:: max(1, len(self.train) // 512)])
+                return channel_stats(standardise(torch.from_numpy(sample), intensity).numpy())
             return self.mean, self.std
         if self.spec.channels == 3:
             return _IMAGENET_MEAN, _IMAGENET_STD
