@@ -65,7 +65,8 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.dev
     return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """Float batch -> its luminance (ITU-R 601 weights, as PIL's "L"), one channel; grey input as it is."""
     if x.shape[1] == 1:
         return x
     w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -159,7 +160,7 @@ class BatchAugment:
             x = (x * _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g, self.device).view(-1, 1, 1, 1)).clamp_(0, 1)
         if cfg.contrast > 0:
             f = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g, self.device)
-            x = _blend(x, _grey(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), f)
+            x = _blend(x, grey(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), f)
         return x
 
     def _flips(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,9 +226,9 @@ class BatchAugment:
             if op == "brightness":
                 yi = (xi * (1 + mag).view(-1, 1, 1, 1)).clamp(0, 1)
             elif op == "color":
-                yi = _blend(xi, _grey(xi).expand_as(xi), 1 + mag)
+                yi = _blend(xi, grey(xi).expand_as(xi), 1 + mag)
             elif op == "contrast":
-                yi = _blend(xi, _grey(xi).mean(dim=(1, 2, 3), keepdim=True).expand_as(xi), 1 + mag)
+                yi = _blend(xi, grey(xi).mean(dim=(1, 2, 3), keepdim=True).expand_as(xi), 1 + mag)
             elif op == "sharpness":
                 yi = _blend(xi, _sharpen_blur(xi), 1 + mag)
             elif op == "posterize":

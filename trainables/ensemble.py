@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.augment import grey
 from trainables.intensity import standardise
 
 __all__ = [
@@ -40,12 +41,10 @@ TTA_MODES = ("none", "hflip", "shift")
 
 def resize_uint8(x: torch.Tensor, size: tuple[int, int], channels: int) -> torch.Tensor:
     """uint8 batch -> uint8 batch at ``size`` (antialiased bilinear) with ``channels`` (grey <-> RGB)."""
-    if x.shape[1] != channels:
-        if channels == 1:
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-            x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-        else:
-            x = x.expand(-1, channels, -1, -1)
+    if x.shape[1] != channels and channels == 1:
+        x = grey(x.float()).round().clamp(0, 255).to(torch.uint8)
+    elif x.shape[1] != channels:
+        x = x.expand(-1, channels, -1, -1)
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)
