@@ -11,10 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from plotly.offline import get_plotlyjs
-
 from reports import batch_size, overfitting, overview, per_class, resolution
-from reports.page import PLOTLY_JS, Page, render_page
+from reports.page import Page, render_page, write_plotly_js
 from reports.rundata import RunData, load_run
 from runstore.atomic import write_text
 from runstore.errors import UserError, cli
@@ -38,10 +36,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"-o: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    js = out / PLOTLY_JS
-    plotly_js = get_plotlyjs()
-    if not js.is_file() or js.stat().st_size != len(plotly_js.encode()):
-        write_text(js, plotly_js)
+    write_plotly_js(out)
     pages = build_pages(run)
     for page in pages:
         write_text(out / page.filename, render_page(page, pages, run))

@@ -10,26 +10,18 @@ model learnt from and the one it is scored on. Offline: ``plotly.min.js`` is wri
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-import plotly.io as pio
-from plotly.offline import get_plotlyjs
 
+from reports.page import PLOTLY_JS, esc, script_json, write_plotly_js
+from runstore.atomic import write_text
 from runstore.errors import UserError, cli
 
 __all__ = ["build_model_report", "main", "shift_warnings"]
-
-PLOTLY_JS = "plotly.min.js"
-
-
-def _e(v: Any) -> str:
-    return html.escape(str(v), quote=True)
-
 
 def shift_warnings(splits: dict[str, dict[str, Any]], reference: str = "validation (held out)") -> list[str]:
     """A plain sentence for every split whose balanced-accuracy interval lies wholly below the reference's point
@@ -120,7 +112,7 @@ def _summary_table(splits: dict[str, dict[str, Any]]) -> str:
     for name, s in splits.items():
         ece = s.get("calibration", {}).get("ece")
         rows.append(
-            f"<tr><td>{_e(name)}</td><td>{s['n']}</td><td>{cell(s['accuracy'])}</td>"
+            f"<tr><td>{esc(name)}</td><td>{s['n']}</td><td>{cell(s['accuracy'])}</td>"
             f"<td>{cell(s['balanced_accuracy'])}</td><td>{cell(s['auroc'])}</td>"
             f"<td>{'' if ece is None else f'{ece:.3f}'}</td></tr>"
         )
@@ -129,8 +121,8 @@ def _summary_table(splits: dict[str, dict[str, Any]]) -> str:
 
 
 def _div(fig: go.Figure, i: int) -> str:
-    """A ``div.plot`` drawn by an inline script; the figure's JSON cannot close the script (``</`` escaped)."""
-    spec = pio.to_json(fig).replace("</", "<\\/")
+    """A ``div.plot`` drawn by an inline script; the figure's JSON is ``script_json``, safe inside ``<script>``."""
+    spec = script_json(fig)
     return (
         f'<div class="plot" id="plot{i}"></div><script>(function(){{const f = {spec};'
         f'Plotly.newPlot("plot{i}", f.data, f.layout, {{displaylogo: false, responsive: true}});}})();</script>'
@@ -170,25 +162,24 @@ def build_model_report(model_dir: str | Path, data: list[str] | None = None, out
     if out.is_dir():
         raise UserError(f"-o: {out} is a directory; give the page to write, e.g. {out / 'report.html'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    js = out.parent / PLOTLY_JS
-    if not js.is_file():
-        js.write_text(get_plotlyjs(), encoding="utf-8")
+    write_plotly_js(out.parent)
     members = meta.get("members") or [meta.get("config", {})]
     recipe = (
-        f"{len(members)} member(s): {', '.join(_e(m.get('model', '?')) for m in members)}; "
-        f"test-time augmentation {_e(meta.get('tta', 'none'))}; temperature {float(meta.get('temperature', 1.0)):.2f}; "
-        f"decisions {_e((meta.get('decision') or {}).get('rule', 'argmax'))}"
+        f"{len(members)} member(s): {', '.join(esc(m.get('model', '?')) for m in members)}; "
+        f"test-time augmentation {esc(meta.get('tta', 'none'))}; "
+        f"temperature {float(meta.get('temperature', 1.0)):.2f}; "
+        f"decisions {esc((meta.get('decision') or {}).get('rule', 'argmax'))}"
     )
-    warnings = "".join(f'<p class="warn">{_e(w)}</p>' for w in shift_warnings(splits))
+    warnings = "".join(f'<p class="warn">{esc(w)}</p>' for w in shift_warnings(splits))
     figs = [_recall_figure(splits), _reliability_figure(splits)] + [_confusion_figure(n, s) for n, s in splits.items()]
     body = "\n".join(_div(f, i) for i, f in enumerate(figs))
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Model report: {_e(model_dir.name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Model report: {esc(model_dir.name)}</title>
 <script src="{PLOTLY_JS}"></script>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 .warn{{background:#fff3cd;border:1px solid #e0b84c;padding:8px}}</style></head>
-<body><h1>Model report: {_e(model_dir.name)}</h1>
+<body><h1>Model report: {esc(model_dir.name)}</h1>
 <p>{recipe}. Figures with 95% bootstrap intervals; validation is a patient-level slice of the training folder that
 the model did not train on (its temperature was fitted there, so its calibration is in-sample).</p>
 {warnings}
@@ -196,9 +187,7 @@ the model did not train on (its temperature was fitted there, so its calibration
 {body}
 </body></html>
 """
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, page)
     return out
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.colors import qualitative
+from plotly.offline import get_plotlyjs
 
 from reports.rundata import RunData
+from runstore.atomic import write_text
 from runstore.ranking import plain
 
 __all__ = ["HEIGHT", "PALETTE", "PLOTLY_JS", "Page", "Section", "esc", "escs", "layout", "render_page", "table"]
@@ -112,6 +115,14 @@ def table(
         )
         body.append(f'<tr class="{_e(cls)}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
     return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def write_plotly_js(folder: Path) -> None:
+    """``plotly.min.js`` beside the pages (atomically; skipped when the same file is already there): offline pages."""
+    js = folder / PLOTLY_JS
+    text = get_plotlyjs()
+    if not js.is_file() or js.stat().st_size != len(text.encode()):
+        write_text(js, text)
 
 
 def script_json(fig: go.Figure) -> str:
