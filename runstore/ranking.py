@@ -51,15 +51,83 @@ def is_recipe(table: pd.DataFrame) -> pd.Series:
     return table["config/recipe"].fillna("").astype(str).ne("")
 
 
-def counting_epoch(values: Mapping[int, float], mode: str) -> tuple[int, float] | None:
-    """THE rule for which epoch of a trial counts: its best finite value of the metric (``mode`` "max" or "min"),
-    the earliest such epoch on a tie; ``None`` when it reported none. ``values`` maps epoch -> metric value."""
-    finite = sorted((int(e), float(v)) for e, v in values.items() if v is not None and math.isfinite(float(v)))
+def _finite(values: Mapping[int, float]) -> list[tuple[int, float]]:
+    return sorted((int(e), float(v)) for e, v in values.items() if v is not None and math.isfinite(float(v)))
+
+
+def best_epoch_rule(
+    values: Mapping[int, float], mode: str, losses: Mapping[int, float] | None = None
+) -> tuple[int, float] | None:
+    """The best single epoch: its best finite value (``mode`` "max" or "min"), the earliest on a tie."""
+    finite = _finite(values)
     if not finite:
         return None
     pick = max if mode == "max" else min
     best = pick(v for _, v in finite)
     return next((e, v) for e, v in finite if v == best)
+
+
+def smoothed_rule(
+    values: Mapping[int, float], mode: str, losses: Mapping[int, float] | None = None
+) -> tuple[int, float] | None:
+    """The epoch whose centred 3-epoch mean (itself and the reported epochs either side) is best, valued at that
+    mean: one lucky epoch on a small validation set neither picks the epoch nor sets the trial's score. Ties go to
+    the better single epoch, then the earlier."""
+    finite = _finite(values)
+    if not finite:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    scored = []
+    for i, (e, v) in enumerate(finite):
+        window = [w for _, w in finite[max(0, i - 1) : i + 2]]
+        scored.append((sign * sum(window) / len(window), sign * v, -e, sum(window) / len(window)))
+    _, _, neg_e, mean = max(scored)
+    return -neg_e, mean
+
+
+#: How close (in the metric's units) an epoch must come to the best to count as a tie for :func:`loss_tie_rule`.
+LOSS_TIE_TOLERANCE = 0.02
+
+
+def loss_tie_rule(
+    values: Mapping[int, float], mode: str, losses: Mapping[int, float] | None = None
+) -> tuple[int, float] | None:
+    """Among epochs within :data:`LOSS_TIE_TOLERANCE` of the best value, the one with the lowest validation loss."""
+    best = best_epoch_rule(values, mode)
+    if best is None or not losses:
+        return best
+    sign = 1.0 if mode == "max" else -1.0
+    tied = [(e, v) for e, v in _finite(values) if sign * (best[1] - v) <= LOSS_TIE_TOLERANCE]
+    scored = [(float(losses[e]), e, v) for e, v in tied if losses.get(e) is not None and math.isfinite(losses[e])]
+    if not scored:
+        return best
+    _, e, v = min(scored)
+    return e, v
+
+
+def last_epoch_rule(
+    values: Mapping[int, float], mode: str, losses: Mapping[int, float] | None = None
+) -> tuple[int, float] | None:
+    """The last reported epoch (what a trial's final result says)."""
+    finite = _finite(values)
+    return finite[-1] if finite else None
+
+
+#: Candidate rules for the epoch that counts, compared over seeds by benchmarks/selection.py.
+SELECTION_RULES = {
+    "best": best_epoch_rule,
+    "smooth3": smoothed_rule,
+    "loss_tie": loss_tie_rule,
+    "last": last_epoch_rule,
+}
+#: The rule :func:`counting_epoch` applies (chosen by benchmarks/selection.py; README "From search to a final model").
+DEFAULT_SELECTION = "best"
+
+
+def counting_epoch(values: Mapping[int, float], mode: str) -> tuple[int, float] | None:
+    """THE rule for which epoch of a trial counts (:data:`DEFAULT_SELECTION`) and the value it counts with;
+    ``None`` when the trial reported none. ``values`` maps epoch -> metric value."""
+    return SELECTION_RULES[DEFAULT_SELECTION](values, mode)
 
 
 def rank_trials(trials: pd.DataFrame, metric: str, mode: str | None = None) -> pd.DataFrame:

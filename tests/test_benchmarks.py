@@ -62,3 +62,36 @@ def test_asha_replay_shows_what_each_rung_signal_would_have_stopped(tmp_path: Pa
     # AUROC: trial 2 (0.80 > 0.70) goes on to the end; trial 3 (0.60) stops.
     assert "epochs_trained=  7 best_val_balanced_acc=0.7500" in by_signal["val_auroc"]
     assert "best_metric_gap=0.0000" in by_signal["val_auroc"]
+
+
+def test_selection_benchmark_scores_saved_curves(tmp_path: Path) -> None:
+    """On curves where validation spikes once and test does not follow, the smoothed rule's pick holds up on test
+    better than the best single epoch's (its optimism is lower), and the last line names the default rule."""
+    import json
+
+    def curve(val: list[float], test: list[float]) -> list[dict[str, float]]:
+        return [
+            {"epoch": i + 1, "val_balanced_acc": v, "val_loss": 1.0 - v, "train_acc": 0.9, "test_balanced_acc": t}
+            for i, (v, t) in enumerate(zip(val, test))
+        ]
+
+    spike = curve([0.5, 0.8, 0.6, 0.7, 0.72, 0.71], [0.5, 0.6, 0.6, 0.7, 0.71, 0.7])
+    steady = curve([0.4, 0.6, 0.65, 0.66, 0.67, 0.66], [0.4, 0.58, 0.63, 0.64, 0.66, 0.65])
+    curves = [{"config": c, "seed": s, "curve": k} for s in (0, 1) for c, k in (("a", spike), ("b", steady))]
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps(curves))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "selection.py"), "--curves", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split(" | ")[0]: [c.split()[0] for c in line.split(" | ")] for line in proc.stdout.splitlines() if " | " in line}
+    assert float(rows["best"][2]) == pytest.approx((0.6 + 0.66) / 2)  # spike epoch 2 (test 0.6), steady epoch 5
+    assert float(rows["smooth3"][2]) > float(rows["best"][2])
+    assert float(rows["smooth3"][3]) < float(rows["best"][3])  # less optimistic
+    assert re.fullmatch(
+        r"selection default=\w+ test_at_pick=[\d.]+ \(best [\d.]+\) optimism=.+", proc.stdout.splitlines()[-1]
+    )

@@ -129,3 +129,20 @@ def test_trial_cli_user_errors_are_one_line_and_exit_code_2(tmp_path: Path) -> N
     err = proc.stderr.strip()
     assert proc.returncode == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert "no such directory" in err and "Traceback" not in err
+
+
+def test_selection_rules_on_a_noisy_curve() -> None:
+    """A lone spike wins "best" but not the smoothed rule; loss-aware ties take the lower-loss epoch nearby."""
+    from runstore.ranking import SELECTION_RULES
+
+    curve = {1: 0.50, 2: 0.80, 3: 0.55, 4: 0.68, 5: 0.72, 6: 0.70, 7: 0.62}  # epoch 2 is a spike on a small validation set
+    losses = {1: 1.0, 2: 0.95, 3: 0.9, 4: 0.7, 5: 0.76, 6: 0.8, 7: 0.9}
+    assert SELECTION_RULES["best"](curve, "max") == (2, 0.80)
+    epoch, value = SELECTION_RULES["smooth3"](curve, "max")
+    assert epoch == 5 and value == pytest.approx((0.68 + 0.72 + 0.70) / 3)
+    assert SELECTION_RULES["loss_tie"]({**curve, 4: 0.79}, "max", losses) == (4, 0.79)  # within 0.02 of 0.80
+    assert SELECTION_RULES["last"](curve, "max") == (7, 0.62)
+    # min mode (a loss): the smoothed minimum; a single epoch is its own mean; nothing reported is None
+    assert SELECTION_RULES["smooth3"]({1: 1.0, 2: 0.5, 3: 0.6, 4: 0.55}, "min") == (3, pytest.approx(0.55))
+    assert SELECTION_RULES["smooth3"]({3: 0.4}, "max") == (3, 0.4)
+    assert all(rule({1: float("nan")}, "max") is None for rule in SELECTION_RULES.values())
