@@ -30,6 +30,7 @@ from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
+from search.faults import StorageFault, storage_failure
 from search.settings import SearchSettings, default_rung_metric, resolve, run_name, saved_settings, validate
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
@@ -265,6 +266,20 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose
         started_ray = _start_ray(s.address)
         try:
             return _search_on_ray(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
+        except (SearchInterrupted, UserError):
+            raise
+        except Exception as exc:
+            # Disk full, a file size limit, a folder made read-only: Tune stops with whatever error it met first.
+            reason = storage_failure(exc)
+            if reason is None:
+                raise
+            log.error("the search stopped: the run folder could not be written", exc_info=True)
+            where = uri or run_dir
+            raise StorageFault(
+                f"the run folder {where} could not be written ({reason}); the search stopped and everything finished "
+                f"is kept. Free space or restore write access, then continue it with: python -m search.run --resume "
+                f"{where}"
+            ) from exc
         finally:
             if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
                 import ray
@@ -537,6 +552,9 @@ def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None
     except SearchInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    except StorageFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return _exit_without_result(run_dir, settings.metric)
 
 
