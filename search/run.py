@@ -132,6 +132,23 @@ def _check_cluster_resources(address: str | None, cpus: float, gpus: float) -> N
     log.warning("%s: no trial can start until the cluster grows (an autoscaler may add nodes)", "; ".join(short))
 
 
+def _check_decoded(prepared: Any, root: Path) -> None:
+    """Refuse data that leaves a split empty once broken files are skipped: every trial would fail on it."""
+    train, val = len(prepared.train), len(prepared.val)
+    if train and val:
+        return
+    if not train and not val and prepared.broken:
+        names = ", ".join(Path(p).name for p in prepared.broken[:3])
+        raise UserError(
+            f"--data: no image under {root} could be read or decoded ({len(prepared.broken)} broken file(s), e.g. "
+            f"{names}); expected JPEG or PNG chest X-rays"
+        )
+    raise UserError(
+        f"--data: {root} leaves {train} training and {val} validation image(s) that decode "
+        f"({len(prepared.broken)} broken file(s) skipped); a search needs both"
+    )
+
+
 class SearchInterrupted(Exception):
     """The search stopped before every trial finished; it can be resumed."""
 
@@ -325,7 +342,7 @@ def _search_on_ray(
     t0 = time.perf_counter()
     specs = image_specs(s.space, r.profile)
     for spec in specs:
-        catalog.prepare(spec)
+        _check_decoded(catalog.prepare(spec), catalog.root)
     description = catalog.describe()
     log.info(
         "data %s: %s train / %s validation images, %d image spec(s) decoded in %.1fs",
