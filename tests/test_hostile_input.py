@@ -238,7 +238,7 @@ def test_more_gpus_than_the_machine_has_is_refused_on_a_local_run(work: Path, ca
 
 
 @pytest.fixture()
-def ray_running(tmp_path: Path):
+def ray_running():
     """A real local Ray instance in this process (2 CPUs, no GPU), shut down after the test."""
     import ray
 
