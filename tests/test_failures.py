@@ -222,12 +222,12 @@ def test_nan_and_out_of_memory_trials_end_as_failed_and_the_search_goes_on(data:
 
 # -- faults of the run folder and of a checkpoint: the driver starts its own Ray ------------------------------------
 
-#: Three trials one after the other: a quick one, a slow one (the one the fault hits mid-run), a quick one.
-FAULT_PLAN = "ok,slow,ok"
+#: Two trials one after the other: a quick one that finishes, then a slow one (the one the fault hits mid-run).
+FAULT_PLAN = "ok,slow"
 
 
 def _fault_search(data: Path, storage: Path, name: str) -> list[str]:
-    args = [*SMALL, "--data", str(data), "--num-samples", "3", "--max-epochs", "3", "--scheduler", "fifo"]
+    args = [*SMALL, "--data", str(data), "--num-samples", "2", "--max-epochs", "3", "--scheduler", "fifo"]
     return args + ["--max-concurrent", "1", "--storage", str(storage), "--name", name]
 
 
@@ -276,10 +276,10 @@ def _assert_resumed_whole(run_dir: Path, finished: str, finished_files: dict[str
         assert _epochs(rows) == [1, 2, 3], (name, _epochs(rows))
     assert _folder_digest(run_dir / finished) == finished_files, f"{finished} was finished before and changed"
     trials = load_trials(run_dir)
-    assert trials["trial_id"].nunique() == 3 and set(trials["status"]) == {"COMPLETED"}
+    assert trials["trial_id"].nunique() == 2 and set(trials["status"]) == {"COMPLETED"}
     assert not trials.duplicated(["trial_id", "epoch"]).any()
     study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
-    assert len([t for t in study.trials if t.state.is_finished()]) == 3
+    assert len([t for t in study.trials if t.state.is_finished()]) == 2
 
 
 @pytest.fixture()
@@ -401,10 +401,12 @@ def test_a_truncated_checkpoint_found_on_resume_restarts_that_trial_from_scratch
     assert code == 130 and "--resume" in search.output(), search.output()[-3000:]
     finished_files = _folder_digest(run_dir / finished)
     before = _epochs(trial_results(run_dir)[slow])
+    # Tune keeps one checkpoint per trial (two for a moment, when it was stopped while replacing one): cut each short,
+    # as a copy that did not finish would be, so the one Tune restores is damaged.
     checkpoints = sorted((run_dir / slow).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
-    assert len(checkpoints) == 1, checkpoints  # Tune keeps one per trial: nothing older to fall back to
-    damaged = checkpoints[0]
-    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a copy cut short
+    assert checkpoints
+    for damaged in checkpoints:
+        damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
 
     resumed = Search(["--resume", str(run_dir)], env, cwd=tmp_path, log_name="resume.log")
     try:
@@ -416,7 +418,8 @@ def test_a_truncated_checkpoint_found_on_resume_restarts_that_trial_from_scratch
     log = (run_dir / "search.log").read_text(errors="replace")
     said = [ln for ln in log.splitlines() if "could not be read" in ln and "from scratch" in ln]
     assert len(said) == 1, log[-5000:]
-    assert slow.split("_")[2] in said[0] and f"{damaged.parent.name}/{CHECKPOINT_FILE}" in said[0], said[0]
+    assert slow.split("_")[2] in said[0], said[0]
+    assert any(f"{c.parent.name}/{CHECKPOINT_FILE}" in said[0] for c in checkpoints), said[0]
     # Ray's result.json keeps what was reported before the restart; trials.csv keeps the trial's new run only.
     rows = trial_results(run_dir)[slow]
     assert _epochs(rows) == [*before, 1, 2, 3]
@@ -424,5 +427,5 @@ def test_a_truncated_checkpoint_found_on_resume_restarts_that_trial_from_scratch
     redone = trials[trials["trial_dir"] == slow]
     assert redone["epoch"].tolist() == [1, 2, 3] and set(redone["status"]) == {"COMPLETED"}
     assert redone["val_balanced_acc"].tolist() == [r["val_balanced_acc"] for r in rows[-3:]]
-    assert not trials.duplicated(["trial_id", "epoch"]).any() and trials["trial_id"].nunique() == 3
+    assert not trials.duplicated(["trial_id", "epoch"]).any() and trials["trial_id"].nunique() == 2
     assert _folder_digest(run_dir / finished) == finished_files
