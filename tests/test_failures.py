@@ -9,8 +9,8 @@
 4. A trial whose loss becomes NaN and a trial that runs out of memory end as ERROR; the others finish, the exit code
    is 0 and trials.csv, run.json and the leaderboard show the two as failed.
 5. The disk holding the run fills up while a trial writes its checkpoint (a small tmpfs, filled for real): one
-   ``error:`` line naming the run folder, exit code 1, nothing finished lost; ``--resume`` once there is space
-   finishes the run with no epoch run twice.
+   ``error:`` line naming the run folder, exit code 1, nothing finished lost, and ``trials.csv`` written on the full
+   disk keeps its old contents; ``--resume`` once there is space finishes the run with no epoch run twice.
 6. The run folder becomes read-only mid-search (``chmod -R a-w``, with root's CAP_DAC_OVERRIDE dropped by ``setpriv``
    so that permissions bite): the same, and ``--resume`` after write access is restored.
 7. A trial's checkpoint is truncated while the search is interrupted: on ``--resume`` that trial trains again from
@@ -23,6 +23,7 @@ trials are the test-only ``smoke`` space's (tests/smoke_space.py): a plan names 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ from clusterlib import (
     wait_for,
 )
 
-from runstore.trials import load_trials
+from runstore.trials import load_trials, write_trials_csv
 from trainables.train import CHECKPOINT_FILE, load_checkpoint_state
 
 pytestmark = pytest.mark.slow
@@ -296,16 +297,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def _fill(disk: Path) -> Path:
-    """Write zeros to ``disk`` until the kernel says it is full; return the file that holds them."""
-    filler = disk / "filler"
+def _fill(filler: Path) -> Path:
+    """Write zeros to the file ``filler`` until the kernel says its disk is full; return it."""
     with filler.open("wb") as f:
         try:
             while True:
                 f.write(b"\0" * (1 << 20))
                 f.flush()
         except OSError as exc:
-            assert exc.errno == 28, exc  # ENOSPC
+            assert exc.errno == errno.ENOSPC, exc
     return filler
 
 
@@ -321,7 +321,8 @@ def test_a_disk_that_fills_up_mid_search_stops_it_and_resume_finishes_it(
         )
         finished_files = _folder_digest(run_dir / finished)
         run_json = (run_dir / "run.json").read_bytes()
-        filler = _fill(small_disk)  # the slow trial's next checkpoint finds the disk full
+        trials_csv = write_trials_csv(run_dir).read_bytes()  # as an earlier Ctrl+C would have left it
+        filler = _fill(small_disk / "filler")  # the slow trial's next checkpoint finds the disk full
         code = search.wait(timeout=300)
     finally:
         search.kill()
@@ -329,6 +330,13 @@ def test_a_disk_that_fills_up_mid_search_stops_it_and_resume_finishes_it(
     # Nothing finished is lost: the finished trial, run.json and the slow trial's last good checkpoint are intact.
     assert _folder_digest(run_dir / finished) == finished_files
     assert (run_dir / "run.json").read_bytes() == run_json
+    # trials.csv written on the full disk: the write fails, the old file stays whole, no temporary file is left.
+    _fill(small_disk / "more")  # whatever the stopped search freed
+    with pytest.raises(OSError) as full:
+        write_trials_csv(run_dir)
+    assert full.value.errno == errno.ENOSPC
+    assert (run_dir / "trials.csv").read_bytes() == trials_csv and not list(run_dir.glob(".trials.csv.*"))
+    (small_disk / "more").unlink()
     reported = _epochs(trial_results(run_dir)[slow])
     assert reported and reported[-1] >= epoch
     state = load_checkpoint_state(run_dir / slow / f"checkpoint_{reported[-1] - 1:06d}")
