@@ -1,4 +1,4 @@
-"""Storage faults: the run folder stopped taking writes (disk full, a file size limit, made read-only) mid-search.
+"""Storage faults: the run folder stopped taking writes (disk full, over quota, made read-only) mid-search.
 
 Ray Tune writes its files from the driver and from the trial workers, so a storage fault surfaces in many shapes: an
 ``OSError`` in the driver, a trial's ``RayTaskError`` wrapping a worker's failed checkpoint upload, a ``TuneError``

@@ -330,6 +330,10 @@ def test_a_disk_that_fills_up_mid_search_stops_it_and_resume_finishes_it(
     # Nothing finished is lost: the finished trial, run.json and the slow trial's last good checkpoint are intact.
     assert _folder_digest(run_dir / finished) == finished_files
     assert (run_dir / "run.json").read_bytes() == run_json
+    reported = _epochs(trial_results(run_dir)[slow])
+    assert reported and reported[-1] >= epoch
+    state = load_checkpoint_state(run_dir / slow / f"checkpoint_{reported[-1] - 1:06d}")
+    assert state["epoch"] == reported[-1]
     # trials.csv written on the full disk: the write fails, the old file stays whole, no temporary file is left.
     _fill(small_disk / "more")  # whatever the stopped search freed
     with pytest.raises(OSError) as full:
@@ -337,10 +341,6 @@ def test_a_disk_that_fills_up_mid_search_stops_it_and_resume_finishes_it(
     assert full.value.errno == errno.ENOSPC
     assert (run_dir / "trials.csv").read_bytes() == trials_csv and not list(run_dir.glob(".trials.csv.*"))
     (small_disk / "more").unlink()
-    reported = _epochs(trial_results(run_dir)[slow])
-    assert reported and reported[-1] >= epoch
-    state = load_checkpoint_state(run_dir / slow / f"checkpoint_{reported[-1] - 1:06d}")
-    assert state["epoch"] == reported[-1]
 
     filler.unlink()  # space again
     resumed = Search(["--resume", str(run_dir)], env, cwd=tmp_path, log_name="resume.log")
