@@ -291,12 +291,7 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose
             if reason is None:
                 raise
             log.error("the search stopped: the run folder could not be written", exc_info=True)
-            where = uri or run_dir
-            raise StorageFault(
-                f"the run folder {where} could not be written ({reason}); the search stopped and everything finished "
-                f"is kept. Free space or restore write access, then continue it with: python -m search.run --resume "
-                f"{where}"
-            ) from exc
+            raise _storage_fault(uri or run_dir, reason) from exc
         finally:
             if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
                 import ray
@@ -319,6 +314,7 @@ def _search_on_ray(
     import ray
     from ray import tune
 
+    from search import fault_guard
     from search.console import ProgressCallback
     from search.export import provenance
     from search.tuner import build_tuner
@@ -389,12 +385,18 @@ def _search_on_ray(
         tuner = Tuner.restore(uri or str(resume_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         progress = ProgressCallback(r.num_samples, r.metric, r.mode, r.time_budget_s)
-        tuner = build_tuner(r, trainable, space_fn, recipes, run_dir, storage_path, callbacks=[progress])
+        tuner = build_tuner(
+            r, trainable, space_fn, recipes, run_dir, storage_path, callbacks=[progress, fault_guard.StorageGuard()]
+        )
     log.info("%s -> %s", r.describe(), run_dir)
     console.line(r.describe())
     if uri is not None:
         push_run_files(run_dir, uri, ("run.json", "study.db"))
+    fault_guard.reset()
     interrupted, grid = _fit_interrupted(tuner)
+    reason = fault_guard.stopped_by_storage()
+    if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last one)
+        raise _storage_fault(uri or run_dir, reason)
     _record_failed_trials(run_dir, grid)
     if interrupted:
         # Ctrl+C (or SIGTERM): Tune saved its state and stopped; the unfinished trials resume from their checkpoints.
@@ -413,6 +415,14 @@ def _search_on_ray(
     except Exception as exc:  # noqa: BLE001 - the study is a record; its update must not cost the run
         log.warning("could not mark the stopped trials in %s: %s: %s", STUDY_FILE, type(exc).__name__, exc)
     return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
+
+
+def _storage_fault(where: str | Path, reason: str) -> StorageFault:
+    """The one line a search stopped by its storage ends with: the folder, the reason, the way back."""
+    return StorageFault(
+        f"the run folder {where} could not be written ({reason}); the search stopped and everything finished is "
+        f"kept. Free space or restore write access, then continue it with: python -m search.run --resume {where}"
+    )
 
 
 def _pretrained_weights(profile: str, policy: str) -> list[WeightsRecord]:

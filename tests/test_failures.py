@@ -227,7 +227,7 @@ def test_nan_and_out_of_memory_trials_end_as_failed_and_the_search_goes_on(data:
 FAULT_PLAN = "ok,slow"
 
 
-def _fault_search(data: Path, storage: Path, name: str) -> list[str]:
+def _fault_search(data: Path, storage: Path | str, name: str) -> list[str]:
     args = [*SMALL, "--data", str(data), "--num-samples", "2", "--max-epochs", "3", "--scheduler", "fifo"]
     return args + ["--max-concurrent", "1", "--storage", str(storage), "--name", name]
 
@@ -261,7 +261,7 @@ def _folder_digest(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _assert_stopped_by_storage(code: int, output: str, run_dir: Path, reason: str) -> None:
+def _assert_stopped_by_storage(code: int, output: str, run_dir: Path | str, reason: str) -> None:
     """Exit 1, no traceback, and one last line: the error naming the run folder, the reason and the way back."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     assert code == 1, output[-5000:]
@@ -358,16 +358,21 @@ def _set_writable(root: Path, writable: bool) -> None:
         p.chmod(mode | 0o200 if writable else mode & ~0o222)
 
 
+@pytest.mark.parametrize("uri", [False, True], ids=["directory", "file-uri"])
 def test_a_run_folder_made_read_only_mid_search_stops_it_and_resume_finishes_it(
-    data: Path, tmp_path: Path, own_ray_env
+    uri: bool, data: Path, tmp_path: Path, own_ray_env
 ) -> None:
+    """``--storage DIR`` and ``--storage file:///DIR`` (Tune writes there; the driver keeps a mirror in ./runs)."""
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE, without which root writes anywhere")
-    run_dir = tmp_path / "runs" / "readonly"
+    storage = tmp_path / ("shared" if uri else "runs")
+    run_dir = storage / "readonly"
+    where = f"file://{run_dir}" if uri else str(run_dir)
     env = own_ray_env(FAULT_PLAN)
     caps = "-dac_override,-dac_read_search"
     drop = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"] if os.geteuid() == 0 else []
-    search = Search(_fault_search(data, tmp_path / "runs", "readonly"), env, cwd=tmp_path, prefix=drop)
+    args = _fault_search(data, f"file://{storage}" if uri else storage, "readonly")
+    search = Search(args, env, cwd=tmp_path, prefix=drop)
     try:
         finished, slow, _ = wait_for(
             _one_done_slow_one_running(run_dir), "a finished and a running trial", search=search
@@ -379,11 +384,11 @@ def test_a_run_folder_made_read_only_mid_search_stops_it_and_resume_finishes_it(
     finally:
         search.kill()
         _set_writable(run_dir, True)
-    _assert_stopped_by_storage(code, search.output(), run_dir, "Permission denied")
+    _assert_stopped_by_storage(code, search.output(), where, "Permission denied")
     assert _folder_digest(run_dir / finished) == finished_files
     assert (run_dir / "run.json").read_bytes() == run_json
 
-    resumed = Search(["--resume", str(run_dir)], env, cwd=tmp_path, log_name="resume.log", prefix=drop)
+    resumed = Search(["--resume", where], env, cwd=tmp_path, log_name="resume.log", prefix=drop)
     try:
         code = resumed.wait(timeout=600)
     finally:
