@@ -12,7 +12,8 @@
    ``error:`` line naming the run folder, exit code 1, nothing finished lost, and ``trials.csv`` written on the full
    disk keeps its old contents; ``--resume`` once there is space finishes the run with no epoch run twice.
 6. The run folder becomes read-only mid-search (``chmod -R a-w``, with root's CAP_DAC_OVERRIDE dropped by ``setpriv``
-   so that permissions bite): the same, and ``--resume`` after write access is restored.
+   so that permissions bite), as ``--storage DIR`` and as ``--storage file:///DIR``: the same, and ``--resume`` after
+   write access is restored.
 7. A trial's checkpoint is truncated while the search is interrupted: on ``--resume`` that trial trains again from
    scratch and says so in one line of ``search.log``; the search finishes with exit code 0.
 
