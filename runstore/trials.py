@@ -47,6 +47,15 @@ def _read_result_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _last_start(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The epochs of a trial's last start: a trial whose checkpoint could not be read on ``--resume`` trains again
+    from epoch 1 (trainables.train), and the epochs reported before belong to a model that is gone. They stay in
+    Ray's ``result.json``; the trial table keeps the new run only. Any other repeated epoch is left as it is (a bug
+    to see, not to hide)."""
+    restarts = [i for i, r in enumerate(rows) if i > 0 and r.get("epoch") == 1]
+    return rows[restarts[-1] :] if restarts else rows
+
+
 def _trial_dirs(run_dir: Path) -> list[Path]:
     """Trial folders in creation order; folders whose names carry no index come last, by name."""
     dirs = sorted(p.parent for p in run_dir.glob("*/params.json"))
@@ -80,7 +89,7 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
     frames = []
     for position, tdir in enumerate(_trial_dirs(run_dir), start=1):
         config = _read_params(tdir / "params.json")
-        rows = _read_result_lines(tdir / "result.json") if (tdir / "result.json").exists() else []
+        rows = _last_start(_read_result_lines(tdir / "result.json")) if (tdir / "result.json").exists() else []
         error_file = tdir / "error.txt"
         error = ""
         if error_file.exists():

@@ -8,6 +8,7 @@ With ``-v`` nothing is redirected (Ray Tune's full console output) and the drive
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -106,8 +107,10 @@ def console_for(log_path: Path, verbose: bool = False) -> Iterator[Console]:
             logging.getLogger().removeHandler(handler)
             handler.close()
         if saved is not None:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            # The log may sit on the disk that just filled up: what cannot be written there is dropped, not raised.
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError):
+                    stream.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

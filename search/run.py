@@ -30,6 +30,7 @@ from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
+from search.faults import StorageFault, storage_failure
 from search.settings import SearchSettings, default_rung_metric, resolve, run_name, saved_settings, validate
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
@@ -129,6 +130,23 @@ def _check_cluster_resources(address: str | None, cpus: float, gpus: float) -> N
     if not address:
         raise UserError(f"this machine cannot run a trial: {'; '.join(short)}")
     log.warning("%s: no trial can start until the cluster grows (an autoscaler may add nodes)", "; ".join(short))
+
+
+def _check_decoded(prepared: Any, root: Path) -> None:
+    """Refuse data that leaves a split empty once broken files are skipped: every trial would fail on it."""
+    train, val = len(prepared.train), len(prepared.val)
+    if train and val:
+        return
+    if not train and not val and prepared.broken:
+        names = ", ".join(Path(p).name for p in prepared.broken[:3])
+        raise UserError(
+            f"--data: no image under {root} could be read or decoded ({len(prepared.broken)} broken file(s), e.g. "
+            f"{names}); expected JPEG or PNG chest X-rays"
+        )
+    raise UserError(
+        f"--data: {root} leaves {train} training and {val} validation image(s) that decode "
+        f"({len(prepared.broken)} broken file(s) skipped); a search needs both"
+    )
 
 
 class SearchInterrupted(Exception):
@@ -265,6 +283,15 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose
         started_ray = _start_ray(s.address)
         try:
             return _search_on_ray(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
+        except (SearchInterrupted, UserError):
+            raise
+        except Exception as exc:
+            # Disk full, a file size limit, a folder made read-only: Tune stops with whatever error it met first.
+            reason = storage_failure(exc)
+            if reason is None:
+                raise
+            log.error("the search stopped: the run folder could not be written", exc_info=True)
+            raise _storage_fault(uri or run_dir, reason) from exc
         finally:
             if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
                 import ray
@@ -287,6 +314,7 @@ def _search_on_ray(
     import ray
     from ray import tune
 
+    from search import fault_guard
     from search.console import ProgressCallback
     from search.export import provenance
     from search.tuner import build_tuner
@@ -310,7 +338,7 @@ def _search_on_ray(
     t0 = time.perf_counter()
     specs = image_specs(s.space, r.profile)
     for spec in specs:
-        catalog.prepare(spec)
+        _check_decoded(catalog.prepare(spec), catalog.root)
     description = catalog.describe()
     log.info(
         "data %s: %s train / %s validation images, %d image spec(s) decoded in %.1fs",
@@ -357,12 +385,18 @@ def _search_on_ray(
         tuner = Tuner.restore(uri or str(resume_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         progress = ProgressCallback(r.num_samples, r.metric, r.mode, r.time_budget_s)
-        tuner = build_tuner(r, trainable, space_fn, recipes, run_dir, storage_path, callbacks=[progress])
+        tuner = build_tuner(
+            r, trainable, space_fn, recipes, run_dir, storage_path, callbacks=[progress, fault_guard.StorageGuard()]
+        )
     log.info("%s -> %s", r.describe(), run_dir)
     console.line(r.describe())
     if uri is not None:
         push_run_files(run_dir, uri, ("run.json", "study.db"))
+    fault_guard.reset()
     interrupted, grid = _fit_interrupted(tuner)
+    reason = fault_guard.stopped_by_storage()
+    if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last one)
+        raise _storage_fault(uri or run_dir, reason)
     _record_failed_trials(run_dir, grid)
     if interrupted:
         # Ctrl+C (or SIGTERM): Tune saved its state and stopped; the unfinished trials resume from their checkpoints.
@@ -381,6 +415,14 @@ def _search_on_ray(
     except Exception as exc:  # noqa: BLE001 - the study is a record; its update must not cost the run
         log.warning("could not mark the stopped trials in %s: %s: %s", STUDY_FILE, type(exc).__name__, exc)
     return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
+
+
+def _storage_fault(where: str | Path, reason: str) -> StorageFault:
+    """The one line a search stopped by its storage ends with: the folder, the reason, the way back."""
+    return StorageFault(
+        f"the run folder {where} could not be written ({reason}); the search stopped and everything finished is "
+        f"kept. Free space or restore write access, then continue it with: python -m search.run --resume {where}"
+    )
 
 
 def _pretrained_weights(profile: str, policy: str) -> list[WeightsRecord]:
@@ -537,6 +579,9 @@ def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None
     except SearchInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return 130
+    except StorageFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return _exit_without_result(run_dir, settings.metric)
 
 

@@ -88,7 +88,11 @@ def pull_trial_files(uri: str, run_dir: Path) -> int:
 
 
 def pull_run_files(uri: str, run_dir: Path) -> list[str]:
-    """Copy the run's own files from ``uri`` into ``run_dir`` (to resume on a machine that has no mirror)."""
+    """Copy the run's own files from ``uri`` into ``run_dir`` (to resume on a machine that has no mirror).
+
+    A mirror file newer than its copy at ``uri`` is kept: it is the live one, which the driver could not copy up
+    because it was killed or the storage stopped taking writes (the Optuna study, above all).
+    """
     import pyarrow.fs
 
     fs, base = _fs(uri)
@@ -97,6 +101,11 @@ def pull_run_files(uri: str, run_dir: Path) -> list[str]:
     for name in RUN_FILES:
         info = fs.get_file_info(f"{base}/{name}")
         if info.type == pyarrow.fs.FileType.NotFound:
+            continue
+        mirror = run_dir / name
+        stored = info.mtime.timestamp() if info.type == pyarrow.fs.FileType.File and info.mtime else None
+        if stored is not None and mirror.is_file() and mirror.stat().st_mtime > stored:
+            log.info("kept %s: newer than its copy at %s", mirror, uri)
             continue
         if info.type == pyarrow.fs.FileType.Directory:
             pyarrow.fs.copy_files(
@@ -107,6 +116,6 @@ def pull_run_files(uri: str, run_dir: Path) -> list[str]:
             )
         else:
             with fs.open_input_stream(info.path) as f:
-                (run_dir / name).write_bytes(f.read())
+                mirror.write_bytes(f.read())
         copied.append(name)
     return copied

@@ -145,13 +145,22 @@ def driver_env(cache: Path, plan: str = "") -> dict[str, str]:
 
 
 class Search:
-    """``search_driver.py ARGS`` in a subprocess; output goes to a file (a full pipe would block the driver)."""
+    """``search_driver.py ARGS`` in a subprocess; output goes to a file (a full pipe would block the driver).
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_name: str = "driver.log") -> None:
+    ``prefix``: a command the driver runs under, e.g. ``setpriv`` dropping capabilities."""
+
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log_name: str = "driver.log",
+        prefix: list[str] | None = None,
+    ) -> None:
         self.log = cwd / log_name
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(
-            [PY, str(DRIVER), *args], cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT
+            [*(prefix or []), PY, str(DRIVER), *args], cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT
         )
 
     def output(self) -> str:

@@ -8,15 +8,30 @@
    node from its checkpoint.
 4. A trial whose loss becomes NaN and a trial that runs out of memory end as ERROR; the others finish, the exit code
    is 0 and trials.csv, run.json and the leaderboard show the two as failed.
+5. The disk holding the run fills up while a trial writes its checkpoint (a small tmpfs, filled for real): one
+   ``error:`` line naming the run folder, exit code 1, nothing finished lost, and ``trials.csv`` written on the full
+   disk keeps its old contents; ``--resume`` once there is space finishes the run with no epoch run twice.
+6. The run folder becomes read-only mid-search (``chmod -R a-w``, with root's CAP_DAC_OVERRIDE dropped by ``setpriv``
+   so that permissions bite), as ``--storage DIR`` and as ``--storage file:///DIR``: the same, and ``--resume`` after
+   write access is restored.
+7. A trial's checkpoint is truncated while the search is interrupted: on ``--resume`` that trial trains again from
+   scratch and says so in one line of ``search.log``; the search finishes with exit code 0.
 
-The trials are the test-only ``smoke`` space's (tests/smoke_space.py): a plan names each trial's kind by number.
+Tests 1-4 run against a cluster the test starts (tests/clusterlib.py); 5-7 let the driver start its own Ray, as a
+user's search does, so that a limit put on the driver (dropped capabilities) holds for every Ray process too. The
+trials are the test-only ``smoke`` space's (tests/smoke_space.py): a plan names each trial's kind by number.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -34,7 +49,8 @@ from clusterlib import (
     wait_for,
 )
 
-from runstore.trials import load_trials
+from runstore.trials import load_trials, write_trials_csv
+from trainables.train import CHECKPOINT_FILE, load_checkpoint_state
 
 pytestmark = pytest.mark.slow
 
@@ -204,3 +220,226 @@ def test_nan_and_out_of_memory_trials_end_as_failed_and_the_search_goes_on(data:
     study = optuna.load_study(study_name="failing", storage=f"sqlite:///{run_dir / 'study.db'}")
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "FAIL", "FAIL"]
+
+
+# -- faults of the run folder and of a checkpoint: the driver starts its own Ray ------------------------------------
+
+#: Two trials one after the other: a quick one that finishes, then a slow one (the one the fault hits mid-run).
+FAULT_PLAN = "ok,slow"
+
+
+def _fault_search(data: Path, storage: Path | str, name: str) -> list[str]:
+    args = [*SMALL, "--data", str(data), "--num-samples", "2", "--max-epochs", "3", "--scheduler", "fifo"]
+    return args + ["--max-concurrent", "1", "--storage", str(storage), "--name", name]
+
+
+@pytest.fixture()
+def own_ray_env(tmp_path: Path) -> Iterator[Callable[[str], dict[str, str]]]:
+    """The driver's environment with a private Ray temp folder (short: Unix socket paths), removed afterwards."""
+    ray_tmp = tempfile.mkdtemp(prefix="cxr-ray-", dir="/tmp")
+    yield lambda plan: {**driver_env(tmp_path / "cache-driver", plan=plan), "RAY_TMPDIR": ray_tmp}
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _one_done_slow_one_running(run_dir: Path) -> Callable[[], tuple[str, str, int] | None]:
+    """A condition for ``wait_for``: the first trial finished and the slow one reported epoch 1 or 2.
+
+    Returns (finished trial folder, slow trial folder, the slow trial's last epoch)."""
+
+    def condition() -> tuple[str, str, int] | None:
+        results = trial_results(run_dir)
+        done = [n for n, rows in results.items() if len(rows) == 3]
+        slow = [(n, rows[-1]["epoch"]) for n, rows in results.items() if _kind(rows, "96x112")]
+        if done and slow:
+            assert slow[0][1] < 3, "the slow trial finished before the fault; make the slow kind slower"
+            return done[0], slow[0][0], int(slow[0][1])
+        return None
+
+    return condition
+
+
+def _folder_digest(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _assert_stopped_by_storage(code: int, output: str, run_dir: Path | str, reason: str) -> None:
+    """Exit 1, no traceback, and one last line: the error naming the run folder, the reason and the way back."""
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert code == 1, output[-5000:]
+    assert "Traceback" not in output, output[-5000:]
+    assert sum(ln.startswith("error:") for ln in lines) == 1, output[-3000:]
+    assert lines[-1].startswith(f"error: the run folder {run_dir} could not be written ({reason})"), lines[-1]
+    assert lines[-1].endswith(f"continue it with: python -m search.run --resume {run_dir}"), lines[-1]
+
+
+def _assert_resumed_whole(run_dir: Path, finished: str, finished_files: dict[str, bytes]) -> None:
+    """Every trial has epochs 1-3 exactly once; the trial finished before the fault is byte for byte as it was."""
+    for name, rows in trial_results(run_dir).items():
+        assert _epochs(rows) == [1, 2, 3], (name, _epochs(rows))
+    assert _folder_digest(run_dir / finished) == finished_files, f"{finished} was finished before and changed"
+    trials = load_trials(run_dir)
+    assert trials["trial_id"].nunique() == 2 and set(trials["status"]) == {"COMPLETED"}
+    assert not trials.duplicated(["trial_id", "epoch"]).any()
+    study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 2
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB tmpfs: a disk that fills up for real (ENOSPC), in seconds, without touching the machine's disks."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root with CAP_SYS_ADMIN needed): {mount.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(filler: Path) -> Path:
+    """Write zeros to the file ``filler`` until the kernel says its disk is full; return it."""
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_a_disk_that_fills_up_mid_search_stops_it_and_resume_finishes_it(
+    data: Path, tmp_path: Path, small_disk: Path, own_ray_env
+) -> None:
+    run_dir = small_disk / "runs" / "full"
+    env = own_ray_env(FAULT_PLAN)
+    search = Search(_fault_search(data, small_disk / "runs", "full"), env, cwd=tmp_path)
+    try:
+        finished, slow, epoch = wait_for(
+            _one_done_slow_one_running(run_dir), "a finished and a running trial", search=search
+        )
+        finished_files = _folder_digest(run_dir / finished)
+        run_json = (run_dir / "run.json").read_bytes()
+        trials_csv = write_trials_csv(run_dir).read_bytes()  # as an earlier Ctrl+C would have left it
+        filler = _fill(small_disk / "filler")  # the slow trial's next checkpoint finds the disk full
+        code = search.wait(timeout=300)
+    finally:
+        search.kill()
+    _assert_stopped_by_storage(code, search.output(), run_dir, "No space left on device")
+    # Nothing finished is lost: the finished trial, run.json and the slow trial's last good checkpoint are intact.
+    assert _folder_digest(run_dir / finished) == finished_files
+    assert (run_dir / "run.json").read_bytes() == run_json
+    reported = _epochs(trial_results(run_dir)[slow])
+    assert reported and reported[-1] >= epoch
+    state = load_checkpoint_state(run_dir / slow / f"checkpoint_{reported[-1] - 1:06d}")
+    assert state["epoch"] == reported[-1]
+    # trials.csv written on the full disk: the write fails, the old file stays whole, no temporary file is left.
+    _fill(small_disk / "more")  # whatever the stopped search freed
+    with pytest.raises(OSError) as full:
+        write_trials_csv(run_dir)
+    assert full.value.errno == errno.ENOSPC
+    assert (run_dir / "trials.csv").read_bytes() == trials_csv and not list(run_dir.glob(".trials.csv.*"))
+    (small_disk / "more").unlink()
+
+    filler.unlink()  # space again
+    resumed = Search(["--resume", str(run_dir)], env, cwd=tmp_path, log_name="resume.log")
+    try:
+        code = resumed.wait(timeout=600)
+    finally:
+        resumed.kill()
+    assert code == 0, resumed.output()[-5000:]
+    _assert_resumed_whole(run_dir, finished, finished_files)
+
+
+def _set_writable(root: Path, writable: bool) -> None:
+    for p in [root, *root.rglob("*")]:
+        mode = p.stat().st_mode
+        p.chmod(mode | 0o200 if writable else mode & ~0o222)
+
+
+@pytest.mark.parametrize("uri", [False, True], ids=["directory", "file-uri"])
+def test_a_run_folder_made_read_only_mid_search_stops_it_and_resume_finishes_it(
+    uri: bool, data: Path, tmp_path: Path, own_ray_env
+) -> None:
+    """``--storage DIR`` and ``--storage file:///DIR`` (Tune writes there; the driver keeps a mirror in ./runs)."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE, without which root writes anywhere")
+    storage = tmp_path / ("shared" if uri else "runs")
+    run_dir = storage / "readonly"
+    where = f"file://{run_dir}" if uri else str(run_dir)
+    env = own_ray_env(FAULT_PLAN)
+    caps = "-dac_override,-dac_read_search"
+    drop = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"] if os.geteuid() == 0 else []
+    args = _fault_search(data, f"file://{storage}" if uri else storage, "readonly")
+    search = Search(args, env, cwd=tmp_path, prefix=drop)
+    try:
+        finished, slow, _ = wait_for(
+            _one_done_slow_one_running(run_dir), "a finished and a running trial", search=search
+        )
+        finished_files = _folder_digest(run_dir / finished)
+        run_json = (run_dir / "run.json").read_bytes()
+        _set_writable(run_dir, False)  # as a file system remounted read-only, or a storage admin's chmod
+        code = search.wait(timeout=300)
+    finally:
+        search.kill()
+        _set_writable(run_dir, True)
+    _assert_stopped_by_storage(code, search.output(), where, "Permission denied")
+    assert _folder_digest(run_dir / finished) == finished_files
+    assert (run_dir / "run.json").read_bytes() == run_json
+
+    resumed = Search(["--resume", where], env, cwd=tmp_path, log_name="resume.log", prefix=drop)
+    try:
+        code = resumed.wait(timeout=600)
+    finally:
+        resumed.kill()
+    assert code == 0, resumed.output()[-5000:]
+    _assert_resumed_whole(run_dir, finished, finished_files)
+
+
+def test_a_truncated_checkpoint_found_on_resume_restarts_that_trial_from_scratch(
+    data: Path, tmp_path: Path, own_ray_env
+) -> None:
+    run_dir = tmp_path / "runs" / "damaged"
+    env = own_ray_env(FAULT_PLAN)
+    search = Search(_fault_search(data, tmp_path / "runs", "damaged"), env, cwd=tmp_path)
+    try:
+        finished, slow, _ = wait_for(
+            _one_done_slow_one_running(run_dir), "a finished and a running trial", search=search
+        )
+        search.proc.send_signal(signal.SIGINT)
+        code = search.wait(timeout=300)
+    finally:
+        search.kill()
+    assert code == 130 and "--resume" in search.output(), search.output()[-3000:]
+    finished_files = _folder_digest(run_dir / finished)
+    before = _epochs(trial_results(run_dir)[slow])
+    # Tune keeps one checkpoint per trial (two for a moment, when it was stopped while replacing one): cut each short,
+    # as a copy that did not finish would be, so the one Tune restores is damaged.
+    checkpoints = sorted((run_dir / slow).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    assert checkpoints
+    for damaged in checkpoints:
+        damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+
+    resumed = Search(["--resume", str(run_dir)], env, cwd=tmp_path, log_name="resume.log")
+    try:
+        code = resumed.wait(timeout=600)
+    finally:
+        resumed.kill()
+    assert code == 0, resumed.output()[-5000:]
+    # One line says which trial and which file, and that it starts over.
+    log = (run_dir / "search.log").read_text(errors="replace")
+    said = [ln for ln in log.splitlines() if "could not be read" in ln and "from scratch" in ln]
+    assert len(said) == 1, log[-5000:]
+    assert slow.split("_")[2] in said[0], said[0]
+    assert any(f"{c.parent.name}/{CHECKPOINT_FILE}" in said[0] for c in checkpoints), said[0]
+    # Ray's result.json keeps what was reported before the restart; trials.csv keeps the trial's new run only.
+    rows = trial_results(run_dir)[slow]
+    assert _epochs(rows) == [*before, 1, 2, 3]
+    trials = load_trials(run_dir)
+    redone = trials[trials["trial_dir"] == slow]
+    assert redone["epoch"].tolist() == [1, 2, 3] and set(redone["status"]) == {"COMPLETED"}
+    assert redone["val_balanced_acc"].tolist() == [r["val_balanced_acc"] for r in rows[-3:]]
+    assert not trials.duplicated(["trial_id", "epoch"]).any() and trials["trial_id"].nunique() == 2
+    assert _folder_digest(run_dir / finished) == finished_files

@@ -237,6 +237,39 @@ def test_more_gpus_than_the_machine_has_is_refused_on_a_local_run(work: Path, ca
     assert snapshot(work) == {}
 
 
+@pytest.fixture()
+def ray_running():
+    """A real local Ray instance in this process (2 CPUs, no GPU), shut down after the test."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+def test_on_a_cluster_more_gpus_than_present_is_a_warning_not_an_error(ray_running, caplog) -> None:
+    """With --address an autoscaler may add GPU nodes later: the search warns and waits; a local run refuses."""
+    from runstore.errors import UserError
+    from search.run import _check_cluster_resources
+
+    assert ray_running.get("GPU", 0) == 0 and ray_running["CPU"] == 2
+    with caplog.at_level(logging.WARNING, logger="search.run"):
+        _check_cluster_resources("auto", 1.0, 2.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "2 GPU(s) per trial but the cluster has 0: no trial can start until the cluster grows (an "
+        "autoscaler may add nodes)"
+    ]
+    caplog.clear()
+    with pytest.raises(UserError, match="this machine cannot run a trial: 2 GPU"):
+        _check_cluster_resources(None, 1.0, 2.0)
+    with caplog.at_level(logging.WARNING, logger="search.run"):
+        _check_cluster_resources("auto", 2.0, 0.0)  # exactly what the cluster has: silent
+    assert not caplog.records
+
+
 # -- search.run --resume: run.json and the trust boundary --------------------------------------------------------
 
 
@@ -669,6 +702,27 @@ def test_an_unreadable_image_is_skipped_and_named_not_a_traceback(tmp_path: Path
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [str(bad)]
     assert "could not be read or decoded: IM-9999-0001.jpeg" in proc.stderr
+
+
+@pytest.mark.slow  # starts Ray: the profile, hence the image sizes to decode, depends on the cluster
+def test_a_data_folder_where_every_image_is_broken_is_one_error_line(tmp_path: Path) -> None:
+    """Files named .jpeg that hold text: nothing decodes, so no trial could train; refused before any trial starts."""
+    data = tmp_path / "chest_xray"
+    names = {"NORMAL": ["IM-0001-0001", "IM-0002-0001", "IM-0003-0001", "IM-0004-0001"]}
+    names["PNEUMONIA"] = [f"person{i}_{kind}_1" for i in range(1, 5) for kind in ("bacteria", "virus")]
+    for folder, stems in names.items():
+        (data / "train" / folder).mkdir(parents=True)
+        for stem in stems:
+            (data / "train" / folder / f"{stem}.jpeg").write_text(f"not an X-ray: {stem}\n")
+    before = snapshot(data)
+    args = ["-m", "search.run", "--space", "pneumonia3class", "--data", str(data), "--num-samples", "1"]
+    args += ["--max-epochs", "1", "--storage", str(tmp_path / "runs"), "--name", "broken"]
+    env = {**ENV, "CXR_SEARCH_CACHE": str(tmp_path / "cache")}
+    proc = run_cli(args, cwd=tmp_path, env=env)
+    assert_refused(proc.returncode, proc.stderr, "--data", str(data), "no image", "12 broken file(s)", "IM-0001-0001")
+    assert snapshot(data) == before
+    # Nothing in storage but the search's log: no run.json, no Tune state, no trial folder.
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == ["broken", "search.log"]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ value is known in advance.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,29 @@ def test_trial_table_has_the_creation_order(run: Path) -> None:
         "cccc0004": 4,
         "bbbb0005": 5,
     }
+
+
+def _renumber(trial_dir: Path, epochs: list[int]) -> None:
+    """Give a trial's result.json lines these epoch numbers, as a trial that started over reports them."""
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    rows = [{**json.loads(line), "epoch": e} for line, e in zip(lines, epochs, strict=True)]
+    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_trial_that_started_over_keeps_only_its_last_start_and_other_repeats_show(tmp_path: Path) -> None:
+    """A trial whose checkpoint was unreadable on --resume reports epochs 1, 2 and then 1, 2, 3 from scratch: the
+    table holds the second run (the model that finished); a repeated epoch without a restart is kept, to be seen."""
+    run = write_run_json(tmp_path / "restart", "restart", CLASSES)
+    over = write_trial(run, "aaaa0001", 1, {"epochs": 3}, _epochs([0.3, 0.4, 0.5, 0.6, 0.7]))
+    _renumber(over, [1, 2, 1, 2, 3])
+    twice = write_trial(run, "bbbb0002", 2, {"epochs": 3}, _epochs([0.3, 0.4, 0.45, 0.5]))
+    _renumber(twice, [1, 2, 2, 3])
+    trials = load_trials(run)
+    restarted = trials[trials["trial_id"] == "aaaa0001"]
+    assert restarted["epoch"].tolist() == [1, 2, 3]
+    assert restarted["val_balanced_acc"].tolist() == [0.5, 0.6, 0.7]
+    assert set(restarted["status"]) == {"COMPLETED"} and set(restarted["epochs_done"]) == {3}
+    assert trials[trials["trial_id"] == "bbbb0002"]["epoch"].tolist() == [1, 2, 2, 3]
 
 
 def test_one_rule_ranks_trials_at_their_best_epoch(run: Path) -> None:

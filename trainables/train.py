@@ -427,6 +427,25 @@ def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = N
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = load_checkpoint_state(d)
+            resume = _readable_checkpoint(d, checkpoint.path, tune.get_context().get_trial_name())
     train_trial(config, data, reporter=_tune_reporter, resume_state=resume)
     return None
+
+
+def _readable_checkpoint(directory: str, shown_path: str, trial: str) -> dict[str, Any] | None:
+    """The state in ``directory``, or None (train from scratch) when it cannot be read: a truncated or garbled file.
+
+    Tune keeps one checkpoint per trial (``num_to_keep=1``), so there is no older one to fall back to; the trial starts
+    over at epoch 1 and says so in one warning line (forwarded to the driver's ``search.log``).
+    """
+    try:
+        return load_checkpoint_state(directory)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the trial can still train from scratch
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        log.warning(
+            "trial %s: checkpoint %s could not be read (%s); training the trial again from scratch (epoch 1)",
+            trial,
+            f"{shown_path}/{CHECKPOINT_FILE}",
+            reason,
+        )
+        return None

@@ -1,0 +1,44 @@
+"""Storage faults: the run folder stopped taking writes (disk full, over quota, made read-only) mid-search.
+
+Ray Tune writes its files from the driver and from the trial workers, so a storage fault surfaces in many shapes: an
+``OSError`` in the driver, a trial's ``RayTaskError`` wrapping a worker's failed checkpoint upload, a ``TuneError``
+quoting either, or SQLite's "readonly database" for the Optuna study. :func:`storage_failure` recognises them all;
+``search.run`` then stops with one line naming the run folder and the way back (``--resume``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = ["STORAGE_ERRNOS", "StorageFault", "storage_failure"]
+
+#: Error numbers that mean "this place takes no more writes": full, over quota, file too large, read-only, no right.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+#: The same, as the text of an error that crossed a process boundary (Ray, pyarrow) or came from SQLite.
+_TEXTS = tuple(os.strerror(e) for e in STORAGE_ERRNOS) + (
+    "attempt to write a readonly database",
+    "database or disk is full",
+    "unable to open database file",
+)
+
+
+class StorageFault(Exception):
+    """The run folder could not be written; the message names it, the reason and how to continue."""
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """The reason (e.g. "No space left on device") if ``exc`` or an error in its chain is a storage fault, else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            return os.strerror(current.errno)
+        text = str(current)
+        for reason in _TEXTS:
+            if reason in text:
+                return reason
+        current = current.__cause__ or current.__context__
+    return None
