@@ -62,3 +62,46 @@ def test_asha_replay_shows_what_each_rung_signal_would_have_stopped(tmp_path: Pa
     # AUROC: trial 2 (0.80 > 0.70) goes on to the end; trial 3 (0.60) stops.
     assert "epochs_trained=  7 best_val_balanced_acc=0.7500" in by_signal["val_auroc"]
     assert "best_metric_gap=0.0000" in by_signal["val_auroc"]
+
+
+def test_search_quality_replay_ranks_the_arms_and_prints_the_goal_line_last(tmp_path: Path) -> None:
+    """Recorded curves through each arm's scheduler in simulated time: two slow recipes queued first, then six quick
+    proposals, the better half of which rank above the recipes after one epoch. ASHA lets the recipes through the first
+    rung before any proposal has a result there and spends the budget on them; fair rungs make them meet the
+    proposals first, so the better proposals get the epochs."""
+    from conftest import write_trial
+
+    def rows(seconds: float, aurocs: list[float], scores: list[float]) -> list[dict]:
+        return [
+            {"val_auroc": a, "val_balanced_acc": b, "val_loss": 1.0, "time_this_iter_s": seconds}
+            for a, b in zip(aurocs, scores)
+        ]
+
+    ramp = [0.01 * e for e in range(12)]
+    trials = [
+        ("ec000001", "seed_a", rows(20.0, [0.76 + r for r in ramp], [0.60 + r for r in ramp])),
+        ("ec000002", "seed_b", rows(20.0, [0.77 + r for r in ramp], [0.58 + r for r in ramp])),
+    ] + [
+        (f"a000000{i}", "", rows(4.0, [0.70 + 0.03 * i + 2 * r for r in ramp], [0.40 + 0.05 * i + 3 * r for r in ramp]))
+        for i in range(6)
+    ]
+    for index, (tid, recipe, epochs) in enumerate(trials, start=1):
+        write_trial(tmp_path, tid, index, {"epochs": 12, "recipe": recipe}, epochs)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--replay", str(tmp_path)]
+        + ["--budget", "300", "--seeds", "0,1,2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    m = re.fullmatch(r"beats_recipes=(\d)/3 proposed_share=(\d\.\d\d) utilisation=(\d\.\d\d)", lines[-1])
+    assert m, lines[-1]
+    arms = {ln.split()[0]: ln for ln in lines[:-1]}
+    assert set(arms) == {"today", "fair", "random_asha", "recipes"}
+    share = {arm: float(re.search(r"proposed_share=(\S+)", ln).group(1)) for arm, ln in arms.items()}
+    assert share["recipes"] == 0.0
+    assert share["fair"] > share["today"], lines
+    assert int(m.group(1)) == 3 and float(m.group(2)) == share["fair"], lines
