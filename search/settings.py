@@ -190,6 +190,15 @@ class ResolvedSearch:
         """The config values every trial shares (Tune's ``param_space`` merges them into each suggested config)."""
         return {"epochs": self.max_epochs, "seed": self.seed}
 
+    @property
+    def epoch_share_s(self) -> float | None:
+        """The longest estimated epoch a proposal may cost on the ``cpu`` profile: a fair share of the budget, time
+        budget x trials at once / trials (450 x 2 / 20 = 45 s by default). None (no limit) on ``gpu`` or without a
+        time budget."""
+        if self.profile != "cpu" or not self.time_budget_s:
+            return None
+        return self.time_budget_s * self.max_concurrent / self.num_samples
+
     def startup_trials(self, n_recipes: int) -> int:
         """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""
         return self.settings.startup_trials or max(5, n_recipes + 2)

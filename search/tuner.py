@@ -61,7 +61,8 @@ def searcher_concurrency(r: ResolvedSearch) -> int:
 
 def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], run_dir: Path) -> Any:
     """Optuna's seeded TPE over the define-by-run ``space``, the recipes queued first, the study in ``run_dir``;
-    early-stopped trials are PRUNED and finished ones valued at their best epoch (``search.searcher``)."""
+    early-stopped trials are PRUNED and finished ones valued at their best epoch, and on the ``cpu`` profile proposals
+    dearer than a fair share of the budget per epoch are skipped (``search.searcher``)."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
@@ -76,6 +77,7 @@ def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], 
         storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
         points_to_evaluate=list(recipes) or None,
         max_epochs=r.max_epochs,
+        max_epoch_s=r.epoch_share_s,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=searcher_concurrency(r))
 
