@@ -207,8 +207,9 @@ def simulate(
         value = curve.rung[epoch - 1]
         if fair is not None:
             decision = fair.on_result(trial, epoch, value)
-            for loser in fair.take_rejected():
+            for loser in list(fair.rejected):
                 paused.pop(loser, None)
+                fair.forget(loser)
         elif bracket is not None:
             decision = bracket.on_result(_Trial(trial), epoch, value)
         else:

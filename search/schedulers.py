@@ -58,8 +58,8 @@ class FairRungs:
     """The rung decisions for values where larger is better (negate a minimised metric before calling in).
 
     ``on_result(trial, epoch, value)`` returns CONTINUE, PAUSE or STOP for the trial that reported; decisions it takes
-    for *paused* trials at the same time (their rung filled up, or the top rung grew) are queued: ``promoted`` (resume
-    these first) and ``take_rejected()`` (stop these).
+    for *paused* trials at the same time (their rung filled up, or the top rung grew) are kept: ``promoted`` (resume
+    these first) and ``rejected`` (stop these); ``forget(trial)`` once it is done with.
     """
 
     grace_period: int
@@ -73,7 +73,7 @@ class FairRungs:
     results: dict[int, dict[str, float]] = field(init=False, default_factory=dict)  # rung -> trial -> value
     paused: dict[str, int] = field(init=False, default_factory=dict)  # trial -> the rung it waits at
     promoted: set[str] = field(init=False, default_factory=set)  # paused trials their rung let through
-    rejected: list[str] = field(init=False, default_factory=list)  # paused trials their rung stopped
+    rejected: set[str] = field(init=False, default_factory=set)  # paused trials their rung stopped
     growths: list[int] = field(init=False, default_factory=list)  # each new top rung, in order
     _last: dict[str, float] = field(init=False, default_factory=dict)
     _steps: list[float] = field(init=False, default_factory=list)  # |value change| between consecutive epochs
@@ -117,11 +117,7 @@ class FairRungs:
         """``trial`` ended (stopped, finished, failed): it waits for nothing any more."""
         self.paused.pop(trial, None)
         self.promoted.discard(trial)
-
-    def take_rejected(self) -> list[str]:
-        """Paused trials a rung has since decided against (stop them); each is handed out once."""
-        out, self.rejected = self.rejected, []
-        return out
+        self.rejected.discard(trial)
 
     def standing(self, trial: str) -> float:
         """How well a paused trial stands in the rung it waits at: the share of that rung's other results it beats
@@ -171,7 +167,7 @@ class FairRungs:
                 self.promoted.add(trial)
             elif decision == STOP:
                 del self.paused[trial]
-                self.rejected.append(trial)
+                self.rejected.add(trial)
 
     def _maybe_grow(self) -> None:
         """PASHA: move the top rung up one level if the ranking at it disagrees with the ranking one rung below."""
@@ -232,11 +228,16 @@ class FairRungScheduler(FIFOScheduler):
             return CONTINUE
         value = self._sign * float(result[self._metric])
         decision = self.rungs.on_result(trial.trial_id, int(result[self._time_attr]), value)
-        rejected = set(self.rungs.take_rejected())
-        for other in tune_controller.get_trials():
-            if other.trial_id in rejected and other.status == Trial.PAUSED:
-                tune_controller.stop_trial(other)
+        self._stop_rejected(tune_controller)
         return decision
+
+    def _stop_rejected(self, tune_controller: Any) -> None:
+        """Stop the paused trials a rung decided against. A trial whose pause is still being saved is not PAUSED
+        yet: it stays rejected and is stopped at a later call, once it is."""
+        for trial in tune_controller.get_trials():
+            if trial.trial_id in self.rungs.rejected and trial.status == Trial.PAUSED:
+                tune_controller.stop_trial(trial)
+                self.rungs.forget(trial.trial_id)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self.rungs.forget(trial.trial_id)
@@ -250,8 +251,9 @@ class FairRungScheduler(FIFOScheduler):
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
         """A promoted paused trial first, then a new (PENDING) trial, then, only when a worker is free, the paused
         trial with the best standing in its rung."""
+        self._stop_rejected(tune_controller)
         trials = tune_controller.get_trials()
-        paused = [t for t in trials if t.status == Trial.PAUSED]
+        paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id not in self.rungs.rejected]
         promoted = [t for t in paused if t.trial_id in self.rungs.promoted]
         if promoted:
             return max(promoted, key=lambda t: self.rungs.standing(t.trial_id))

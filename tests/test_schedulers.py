@@ -3,6 +3,9 @@ fed to the scheduler, a stand-in for Tune's controller that only lists trials an
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from ray.tune.experiment import Trial
 
@@ -163,3 +166,68 @@ def test_search_run_builds_the_fair_scheduler_and_leaves_room_for_paused_trials(
     assert scheduler.rungs.levels == [1, 4, 12] and scheduler.rungs.min_peers == 4
     assert searcher_concurrency(r) == 2 + 4
     assert "fair rungs on val_auroc" in r.describe()
+
+
+def test_a_trial_rejected_while_its_pause_is_still_being_saved_is_stopped_once_paused_never_resumed() -> None:
+    """Tune marks a trial PAUSED only after its checkpoint is saved; a rung may decide against it before that."""
+    scheduler, controller = _scheduler(reduction_factor=2, min_peers=2)
+    slow, good = _trial(controller, scheduler, "slow"), _trial(controller, scheduler, "good")
+    assert scheduler.on_trial_result(controller, slow, {"training_iteration": 1, "val_auroc": 0.5}) == PAUSE
+    assert slow.status == Trial.RUNNING  # the pause is in flight
+    assert _report(scheduler, controller, good, 1, 0.9) == CONTINUE
+    assert slow.status == Trial.RUNNING, "not stopped mid-save"
+    slow.set_status(Trial.PAUSED)  # the save completed
+    good.set_status(Trial.TERMINATED)
+    assert scheduler.choose_trial_to_run(controller) is None, "a free worker does not resume a rejected trial"
+    assert slow.status == Trial.TERMINATED
+
+
+def _toy_trainable(config: dict) -> None:
+    """Four 'epochs' scoring ``q + 0.01 x epoch``, a checkpoint each, resuming from one: Tune's pause and resume
+    path without the cost of training a model."""
+    import json
+    import tempfile
+
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    start = 0
+    if checkpoint := tune.get_checkpoint():
+        with checkpoint.as_directory() as d:
+            start = json.loads((Path(d) / "state.json").read_text())["epoch"]
+    for epoch in range(start + 1, 5):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
+            result = {"epoch": epoch, "val_auroc": config["q"] + 0.01 * epoch, "resumed_from": start}
+            tune.report(result, checkpoint=Checkpoint.from_directory(d))
+
+
+@pytest.mark.slow
+def test_real_tune_pauses_and_resumes_from_checkpoints_and_stops_rejected_trials(tmp_path) -> None:
+    """Real Ray Tune, 2 workers, rungs 1, 2, 4: the first trial waits at rung 1 for a peer and loses (stopped after
+    one epoch); trials that waited resume from their checkpoint and never train an epoch twice; the search ends."""
+    import ray
+    from ray import tune
+
+    here = Path(__file__).resolve().parent  # the workers import this module's trainable by name
+    pythonpath = os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}
+    )
+    try:
+        scheduler, _ = _scheduler(reduction_factor=2, max_t=4)
+        tuner = tune.Tuner(
+            tune.with_resources(_toy_trainable, {"cpu": 1}),
+            param_space={"q": tune.grid_search([0.5, 0.9, 0.3, 0.7, 0.6, 0.8])},
+            # Room for paused trials beside the two running ones, as search.tuner.searcher_concurrency gives.
+            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=4, reuse_actors=False),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="toy", verbose=0),
+        )
+        results = {r.config["q"]: r.metrics_dataframe for r in tuner.fit()}
+    finally:
+        ray.shutdown()
+    for q, df in results.items():
+        assert list(df["epoch"]) == list(range(1, len(df) + 1)), (q, list(df["epoch"]))
+        assert list(df["training_iteration"]) == list(df["epoch"])
+    assert len(results[0.5]) == 1, "paused alone at rung 1, then beaten by 0.9: stopped, never resumed"
+    assert len(results[0.9]) == 4 and results[0.9]["resumed_from"].max() >= 1, "waited, then went on from a checkpoint"
