@@ -31,7 +31,15 @@ from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
 from search.faults import StorageFault, storage_failure
-from search.settings import SearchSettings, default_rung_metric, resolve, run_name, saved_settings, validate
+from search.settings import (
+    SCHEDULERS,
+    SearchSettings,
+    default_rung_metric,
+    resolve,
+    run_name,
+    saved_settings,
+    validate,
+)
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = ["METRICS", "SearchInterrupted", "SearchSettings", "default_rung_metric", "main", "run_search"]
@@ -80,9 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", dest="report", action="store_false", help="do not build the HTML report at the end")
     p.add_argument(
         "--scheduler",
-        choices=["asha", "fifo"],
+        choices=SCHEDULERS,
         default="asha",
-        help="asha stops weak trials at epoch rungs (default); fifo trains every trial to --max-epochs",
+        help="asha stops weak trials at epoch rungs (default); fair pauses a trial at a rung until enough peers have "
+        "a result there and grows the top rung only while the ranking changes (search.schedulers); fifo trains every "
+        "trial to --max-epochs",
     )
     p.add_argument(
         "--rung-metric",

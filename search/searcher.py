@@ -5,6 +5,10 @@ epoch, ASHA's early stops included. So TPE learns from one-epoch scores as if th
 value it keeps for a trial is not the one the search ranks it by. Here a trial that stopped before ``max_epochs``
 (ASHA, the time budget) is PRUNED (Optuna's TPE then weighs it by its intermediate values, as Optuna's own pruners
 intend), and a finished trial's value is the one the ranking rule counts (``runstore.ranking.counting_epoch``).
+
+With ``max_epoch_s`` it also keeps to what the budget can afford: a proposal whose estimated epoch
+(``spaces.cost.estimate_epoch_s``) is longer is told PRUNED at once, with no value, so TPE learns to avoid that corner,
+and another is drawn. Recipes are never skipped: they are the baselines.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from runstore.ranking import counting_epoch
+from spaces.cost import estimate_epoch_s
 
-__all__ = ["RankedOptunaSearch", "close_running_trials", "trial_outcome"]
+__all__ = ["MAX_REDRAWS", "RankedOptunaSearch", "close_running_trials", "trial_outcome"]
+
+#: Draws per suggestion before an over-budget proposal is trained anyway (the space may be all too dear).
+MAX_REDRAWS = 20
 
 
 def trial_outcome(values: dict[int, float], max_epochs: int, mode: str, error: bool) -> tuple[str, float | None]:
@@ -31,11 +39,31 @@ def trial_outcome(values: dict[int, float], max_epochs: int, mode: str, error: b
 
 
 class RankedOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` whose trials end PRUNED when stopped early and COMPLETE at their best epoch otherwise."""
+    """``OptunaSearch`` whose trials end PRUNED when stopped early and COMPLETE at their best epoch otherwise; with
+    ``max_epoch_s``, proposals estimated dearer than that per epoch are skipped (PRUNED unrun) and redrawn."""
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, max_epoch_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = int(max_epochs)
+        self.max_epoch_s = max_epoch_s
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        for _ in range(MAX_REDRAWS):
+            if config is None or self.max_epoch_s is None or config.get("recipe"):
+                return config
+            estimate = estimate_epoch_s(config)
+            if estimate <= self.max_epoch_s:
+                return config
+            from optuna.trial import TrialState
+
+            skipped = self._ot_trials.pop(trial_id)
+            skipped.set_user_attr(
+                "skipped", f"estimated epoch {estimate:.0f} s > budget share {self.max_epoch_s:.0f} s"
+            )
+            self._ot_study.tell(skipped, state=TrialState.PRUNED)
+            config = super().suggest(trial_id)
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials or isinstance(self.metric, list):

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_METRIC",
     "METRICS",
     "PROFILE_DEFAULTS",
+    "SCHEDULERS",
     "ResolvedSearch",
     "SearchSettings",
     "default_rung_metric",
@@ -31,6 +32,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {"num_samples": 20, "max_epochs": 12, "grace_period": 1, "reduction_factor": 4, "time_budget_s": 450.0},
     "gpu": {"num_samples": 100, "max_epochs": 30, "grace_period": 2, "reduction_factor": 4, "time_budget_s": None},
 }
+
+#: ``--scheduler`` choices: ASHA (Ray's), fair rungs with a progressive top rung (``search.schedulers``), none (FIFO).
+SCHEDULERS = ("asha", "fair", "fifo")
 
 
 @dataclasses.dataclass
@@ -70,6 +74,8 @@ def validate(s: SearchSettings) -> None:
     from trainables.weights import check_policy
 
     check_policy(s.weights)
+    if s.scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler: unknown scheduler {s.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     if s.space not in list_spaces():
         raise UserError(f"--space: unknown space {s.space!r}; valid spaces: {', '.join(list_spaces())}")
     for flag, value, low in (
@@ -184,16 +190,24 @@ class ResolvedSearch:
         """The config values every trial shares (Tune's ``param_space`` merges them into each suggested config)."""
         return {"epochs": self.max_epochs, "seed": self.seed}
 
+    @property
+    def epoch_share_s(self) -> float | None:
+        """The longest estimated epoch a proposal may cost on the ``cpu`` profile: a fair share of the budget, time
+        budget x trials at once / trials (450 x 2 / 20 = 45 s by default). None (no limit) on ``gpu`` or without a
+        time budget."""
+        if self.profile != "cpu" or not self.time_budget_s:
+            return None
+        return self.time_budget_s * self.max_concurrent / self.num_samples
+
     def startup_trials(self, n_recipes: int) -> int:
         """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""
         return self.settings.startup_trials or max(5, n_recipes + 2)
 
     def describe(self) -> str:
         """One line for the log and the console."""
-        stopping = (
-            f"ASHA on {self.rung_metric}, grace {self.grace_period}, reduction {self.reduction_factor}"
-            if self.scheduler == "asha"
-            else "FIFO (no early stopping)"
+        rungs = f"on {self.rung_metric}, grace {self.grace_period}, reduction {self.reduction_factor}"
+        stopping = {"asha": f"ASHA {rungs}", "fair": f"fair rungs {rungs}, progressive top rung"}.get(
+            self.scheduler, "FIFO (no early stopping)"
         )
         budget = f", budget {self.time_budget_s:.0f}s" if self.time_budget_s else ""
         return (

@@ -1,4 +1,5 @@
-"""``build_tuner``: the searcher (Optuna TPE, recipes first), the scheduler (ASHA or FIFO) and the Ray Tune ``Tuner``.
+"""``build_tuner``: the searcher (Optuna TPE, recipes first), the scheduler (ASHA, fair rungs or FIFO) and the Ray Tune
+``Tuner``.
 
 The values every trial shares (``epochs``, ``seed``) go in Tune's ``param_space``: its search generator merges those
 constants into each config the searcher suggests, so the space stays a plain ``(trial) -> dict``.
@@ -13,16 +14,19 @@ from runstore.layout import STUDY_FILE
 from runstore.metrics import metric_mode
 from search.settings import ResolvedSearch
 
-__all__ = ["build_tuner", "make_scheduler", "make_searcher"]
+__all__ = ["build_tuner", "make_scheduler", "make_searcher", "searcher_concurrency"]
 
 
 def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
     """The trial scheduler and the metric/mode the Tuner itself gets.
 
-    ASHA compares trials on the rung metric and has its own metric, so the Tuner gets none (Tune refuses a second
-    one); FIFO stops nothing and the Tuner gets ``--metric`` (its best result). TPE optimises ``--metric`` either way.
+    ASHA and fair rungs compare trials on the rung metric and have their own metric, so the Tuner gets none (Tune
+    refuses a second one); FIFO stops nothing and the Tuner gets ``--metric`` (its best result). TPE optimises
+    ``--metric`` either way.
     """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from search.schedulers import FairRungScheduler
 
     if r.scheduler == "asha":
         asha = ASHAScheduler(
@@ -34,12 +38,31 @@ def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
             reduction_factor=r.reduction_factor,
         )
         return asha, None, None
+    if r.scheduler == "fair":
+        fair = FairRungScheduler(
+            metric=r.rung_metric,
+            mode=metric_mode(r.rung_metric),
+            grace_period=r.grace_period,
+            reduction_factor=r.reduction_factor,
+            max_t=r.max_epochs,
+            max_concurrent=r.max_concurrent,
+        )
+        return fair, None, None
     return FIFOScheduler(), r.metric, r.mode
+
+
+def searcher_concurrency(r: ResolvedSearch) -> int:
+    """How many trials the searcher may have open at once. Fair rungs pause trials that wait for peers, and a paused
+    trial still counts as open: without room for ``reduction_factor`` of them no new trial could come to fill their
+    rung, and the paused ones would be resumed unfairly early. So those get ``max_concurrent + reduction_factor``;
+    the others ``max_concurrent``."""
+    return r.max_concurrent + (r.reduction_factor if r.scheduler == "fair" else 0)
 
 
 def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], run_dir: Path) -> Any:
     """Optuna's seeded TPE over the define-by-run ``space``, the recipes queued first, the study in ``run_dir``;
-    early-stopped trials are PRUNED and finished ones valued at their best epoch (``search.searcher``)."""
+    early-stopped trials are PRUNED and finished ones valued at their best epoch, and on the ``cpu`` profile proposals
+    dearer than a fair share of the budget per epoch are skipped (``search.searcher``)."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
@@ -54,8 +77,9 @@ def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], 
         storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
         points_to_evaluate=list(recipes) or None,
         max_epochs=r.max_epochs,
+        max_epoch_s=r.epoch_share_s,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=r.max_concurrent)
+    return ConcurrencyLimiter(searcher, max_concurrent=searcher_concurrency(r))
 
 
 def build_tuner(

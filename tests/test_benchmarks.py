@@ -88,10 +88,57 @@ def test_selection_benchmark_scores_saved_curves(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split(" | ")[0]: [c.split()[0] for c in line.split(" | ")] for line in proc.stdout.splitlines() if " | " in line}
+    rows = {
+        line.split(" | ")[0]: [c.split()[0] for c in line.split(" | ")]
+        for line in proc.stdout.splitlines()
+        if " | " in line
+    }
     assert float(rows["best"][2]) == pytest.approx((0.6 + 0.66) / 2)  # spike epoch 2 (test 0.6), steady epoch 5
     assert float(rows["smooth3"][2]) > float(rows["best"][2])
     assert float(rows["smooth3"][3]) < float(rows["best"][3])  # less optimistic
     assert re.fullmatch(
         r"selection default=\w+ test_at_pick=[\d.]+ \(best [\d.]+\) optimism=.+", proc.stdout.splitlines()[-1]
     )
+
+
+def test_search_quality_replay_ranks_the_arms_and_prints_the_goal_line_last(tmp_path: Path) -> None:
+    """Recorded curves through each arm's scheduler in simulated time: two slow recipes queued first, then six quick
+    proposals, the better half of which rank above the recipes after one epoch. ASHA lets the recipes through the first
+    rung before any proposal has a result there and spends the budget on them; fair rungs make them meet the
+    proposals first, so the better proposals get the epochs."""
+    from conftest import write_trial
+
+    def rows(seconds: float, aurocs: list[float], scores: list[float]) -> list[dict]:
+        return [
+            {"val_auroc": a, "val_balanced_acc": b, "val_loss": 1.0, "time_this_iter_s": seconds}
+            for a, b in zip(aurocs, scores)
+        ]
+
+    ramp = [0.01 * e for e in range(12)]
+    trials = [
+        ("ec000001", "seed_a", rows(20.0, [0.76 + r for r in ramp], [0.60 + r for r in ramp])),
+        ("ec000002", "seed_b", rows(20.0, [0.77 + r for r in ramp], [0.58 + r for r in ramp])),
+    ] + [
+        (f"a000000{i}", "", rows(4.0, [0.70 + 0.03 * i + 2 * r for r in ramp], [0.40 + 0.05 * i + 3 * r for r in ramp]))
+        for i in range(6)
+    ]
+    for index, (tid, recipe, epochs) in enumerate(trials, start=1):
+        write_trial(tmp_path, tid, index, {"epochs": 12, "recipe": recipe}, epochs)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--replay", str(tmp_path)]
+        + ["--budget", "300", "--seeds", "0,1,2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    m = re.fullmatch(r"beats_recipes=(\d)/3 proposed_share=(\d\.\d\d) utilisation=(\d\.\d\d)", lines[-1])
+    assert m, lines[-1]
+    arms = {ln.split()[0]: ln for ln in lines[:-1]}
+    assert set(arms) == {"today", "fair", "random_asha", "recipes"}
+    share = {arm: float(re.search(r"proposed_share=(\S+)", ln).group(1)) for arm, ln in arms.items()}
+    assert share["recipes"] == 0.0
+    assert share["fair"] > share["today"], lines
+    assert int(m.group(1)) == 3 and float(m.group(2)) == share["fair"], lines

@@ -266,3 +266,25 @@ def test_image_specs_are_image_specs_sorted_by_size():
     assert all(isinstance(s, ImageSpec) for s in specs)
     assert list(specs) == sorted(specs, key=lambda s: (s.height, s.width, s.channels, s.resize))
     assert ImageSpec(256, 300, 1, "stretch") in specs and ImageSpec(64, 64, 3, "stretch") in specs
+
+
+def test_the_epoch_cost_estimate_follows_the_measured_cpu_table() -> None:
+    """Rows of the README's "CPU epoch times" table (seconds per epoch): the estimate is within 30% of each, and
+    ranks the dear corners (full-width cifar_cnn, resnet18 at small batches) above the cheap ones."""
+    from spaces.cost import estimate_epoch_s
+
+    measured = [
+        ("tinyvgg", "64", 1.0, 32, 2.3),
+        ("tinyvgg", "128", 3.0, 32, 32.7),
+        ("cifar_cnn", "96", 0.25, 32, 7.2),
+        ("cifar_cnn", "96", 1.0, 32, 96.1),
+        ("alexnet_gray", "96x112", 1.0, 35, 29.3),
+        ("resnet18", "96", None, 8, 29.8),
+        ("resnet18", "128x150", None, 8, 51.2),
+        ("resnet50", "96", None, 32, 56.7),
+    ]
+    for model, size, width, batch, seconds in measured:
+        config = {"model": model, "image_size": size, "width": width, "batch_size": batch}
+        assert estimate_epoch_s(config) == pytest.approx(seconds, rel=0.3), config
+    with pytest.raises(ValueError, match="no cost estimate for model 'vit'"):
+        estimate_epoch_s({"model": "vit", "image_size": "64", "batch_size": 32})

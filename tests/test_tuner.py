@@ -152,3 +152,41 @@ def test_trials_a_finished_search_left_running_are_pruned_in_the_study(tmp_path:
         t.state.name for t in optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     ]
     assert states == ["COMPLETE", "PRUNED"]
+
+
+def test_on_the_cpu_profile_proposals_keep_to_what_a_fair_share_of_the_budget_affords(tmp_path: Path) -> None:
+    """A 60 s budget for 20 trials on 2 CPUs leaves 6 s an epoch: dearer proposals are skipped (PRUNED unrun, so TPE
+    learns to avoid them) and redrawn; the recipes, baselines, are proposed whatever they cost."""
+    import optuna
+
+    from spaces.cost import estimate_epoch_s
+
+    settings = SearchSettings(space="pneumonia3class", time_budget_s=60, num_samples=20)
+    r = resolve(settings, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
+    assert r.epoch_share_s == pytest.approx(6.0)
+    recipes = [recipe.config for recipe in recipes_for("cpu")]
+    generator = SearchGenerator(make_searcher(r, get_space("pneumonia3class", "cpu"), recipes, tmp_path))
+    generator.add_configurations(
+        [Experiment("t", run=_trainable, config=r.fixed, storage_path=str(tmp_path), num_samples=16)]
+    )
+    configs = []
+    for _ in range(16):
+        trial = generator.next_trial()
+        generator.on_trial_complete(trial.trial_id, {"val_balanced_acc": 0.5, "training_iteration": 1})
+        configs.append(trial.config)
+    assert max(estimate_epoch_s(c) for c in configs[:4]) > 6.0, "a recipe dearer than the share still runs"
+    assert all(estimate_epoch_s(c) <= 6.0 for c in configs[4:]), [estimate_epoch_s(c) for c in configs[4:]]
+    study = optuna.load_study(study_name=r.name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    skipped = [t for t in study.trials if "skipped" in t.user_attrs]
+    assert skipped and all(t.state.name == "PRUNED" and not t.intermediate_values for t in skipped)
+    assert "budget share 6 s" in skipped[0].user_attrs["skipped"]
+
+
+def test_the_gpu_profile_and_a_search_without_budget_skip_nothing() -> None:
+    gpu = resolve(SearchSettings(space="pneumonia3class"), task="pneumonia3class", cluster_cpus=8, cluster_gpus=1)
+    unbounded = resolve(
+        SearchSettings(space="pneumonia3class", time_budget_s=0), task="pneumonia3class", cluster_cpus=2, cluster_gpus=0
+    )
+    assert gpu.epoch_share_s is None and unbounded.epoch_share_s is None
+    default = resolve(SearchSettings(space="pneumonia3class"), task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
+    assert default.epoch_share_s == pytest.approx(45.0)

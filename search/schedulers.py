@@ -1,0 +1,272 @@
+"""Fair rungs with a progressive top rung: the search's own Ray Tune scheduler (``--scheduler fair``).
+
+Asynchronous ASHA promotes the first trial to reach a rung, because it has no peers to lose against. The seed recipes
+are queued first, so they reach every rung alone and run to the end while the search's own proposals meet full rungs
+and stop after one epoch (issue 14). Here a trial goes past a rung only when it beats the cut among at least
+``min_peers`` results recorded at that rung (the top ``1 / reduction_factor``, ASHA's rule); until the rung has
+that many it is PAUSED (Tune checkpoints it and gives its worker to a new trial) and it is resumed from its
+checkpoint as soon as the rung decides for it. Recipes get no exception: they are baselines, so each one is scored at
+the first rung like everyone else, and goes further only by winning there.
+
+A worker never idles because of a pause: when no new trial is waiting (the searcher is done, ``num_samples`` is
+reached or the concurrency limit holds proposals back) and a worker is free, the paused trial that stands best in
+its rung is resumed.
+
+The top rung is progressive (PASHA, Bohdal et al. 2023): it starts at the second rung (``grace_period x
+reduction_factor``, 4 epochs by default) and moves one rung up (x ``reduction_factor``, at most ``max_t``) only when the
+ranking of the trials that reached it changed between the two highest rungs, so a short search spreads its epochs
+over many configs and a long one spends them on the best. Rankings are soft: two trials swap only when they differ by
+more than ``epsilon`` at both rungs. ``epsilon`` (unless given) is the metric's noise, estimated as the median
+absolute change of a trial's value from one epoch to the next. Trials at the top rung wait there (paused) for it to
+grow, or for a free worker.
+
+:class:`FairRungs` holds the decisions and knows nothing about Ray, so the replay benchmark
+(``benchmarks/search_quality.py --replay``) runs the very same logic; :class:`FairRungScheduler` is its Ray Tune face.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+__all__ = ["CONTINUE", "PAUSE", "STOP", "FairRungScheduler", "FairRungs", "rung_levels"]
+
+CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
+
+
+def rung_levels(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
+    """The epochs where trials are compared: ``grace_period x reduction_factor^k`` below ``max_t``, then ``max_t``."""
+    if grace_period < 1 or reduction_factor < 2 or max_t < 1:
+        raise ValueError(
+            f"rungs need grace_period >= 1, reduction_factor >= 2, max_t >= 1; got {grace_period}, "
+            f"{reduction_factor}, {max_t}"
+        )
+    levels, t = [], grace_period
+    while t < max_t:
+        levels.append(t)
+        t *= reduction_factor
+    return levels + [max_t]
+
+
+@dataclass
+class FairRungs:
+    """The rung decisions for values where larger is better (negate a minimised metric before calling in).
+
+    ``on_result(trial, epoch, value)`` returns CONTINUE, PAUSE or STOP for the trial that reported; decisions it takes
+    for *paused* trials at the same time (their rung filled up, or the top rung grew) are kept: ``promoted`` (resume
+    these first) and ``rejected`` (stop these); ``forget(trial)`` once it is done with.
+    """
+
+    grace_period: int
+    reduction_factor: int
+    max_t: int
+    min_peers: int | None = None  # default: reduction_factor
+    epsilon: float | None = None  # default: estimated from the values (see the module docstring)
+    start_max_t: int | None = None  # default: the second rung
+    levels: list[int] = field(init=False)
+    top: int = field(init=False)  # the current top rung (PASHA's growing max_t)
+    results: dict[int, dict[str, float]] = field(init=False, default_factory=dict)  # rung -> trial -> value
+    paused: dict[str, int] = field(init=False, default_factory=dict)  # trial -> the rung it waits at
+    promoted: set[str] = field(init=False, default_factory=set)  # paused trials their rung let through
+    rejected: set[str] = field(init=False, default_factory=set)  # paused trials their rung stopped
+    growths: list[int] = field(init=False, default_factory=list)  # each new top rung, in order
+    _last: dict[str, float] = field(init=False, default_factory=dict)
+    _steps: list[float] = field(init=False, default_factory=list)  # |value change| between consecutive epochs
+
+    def __post_init__(self) -> None:
+        self.levels = rung_levels(self.grace_period, self.reduction_factor, self.max_t)
+        if self.min_peers is None:
+            self.min_peers = self.reduction_factor
+        if self.min_peers < 1:
+            raise ValueError(f"min_peers must be >= 1, got {self.min_peers}")
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise ValueError(f"epsilon must be a finite number >= 0, got {self.epsilon}")
+        start = self.start_max_t if self.start_max_t is not None else self.levels[min(1, len(self.levels) - 1)]
+        if start not in self.levels:
+            raise ValueError(f"start_max_t must be one of the rungs {self.levels}, got {start}")
+        self.top = start
+
+    # -- what the scheduler asks --------------------------------------------------------------------------------
+
+    def on_result(self, trial: str, epoch: int, value: float) -> str:
+        """Record ``trial``'s ``value`` after ``epoch`` and decide: CONTINUE, PAUSE (wait at this rung) or STOP."""
+        if trial in self._last and math.isfinite(value) and math.isfinite(self._last[trial]):
+            self._steps.append(abs(value - self._last[trial]))
+        self._last[trial] = value
+        self.paused.pop(trial, None)
+        self.promoted.discard(trial)
+        if epoch not in self.levels:
+            return STOP if epoch >= self.max_t else CONTINUE
+        self.results.setdefault(epoch, {})[trial] = value
+        if epoch >= self.max_t:
+            return STOP
+        if epoch == self.top:
+            self._maybe_grow()
+        decision = self._decide(trial, epoch)
+        self._settle(epoch)
+        if decision == PAUSE:
+            self.paused[trial] = epoch
+        return decision
+
+    def forget(self, trial: str) -> None:
+        """``trial`` ended (stopped, finished, failed): it waits for nothing any more."""
+        self.paused.pop(trial, None)
+        self.promoted.discard(trial)
+        self.rejected.discard(trial)
+
+    def standing(self, trial: str) -> float:
+        """How well a paused trial stands in the rung it waits at: the share of that rung's other results it beats
+        (ties count half). Used to resume the best first."""
+        rung = self.paused.get(trial)
+        if rung is None:
+            return 0.0
+        values = self.results.get(rung, {})
+        mine = values.get(trial, -math.inf)
+        others = [v for t, v in values.items() if t != trial]
+        if not others:
+            return 1.0
+        return sum(1.0 if mine > v else 0.5 if mine == v else 0.0 for v in others) / len(others)
+
+    def noise(self) -> float:
+        """``epsilon``: as given, else the median absolute epoch-to-epoch change of the values seen so far."""
+        if self.epsilon is not None:
+            return self.epsilon
+        return statistics.median(self._steps) if self._steps else 0.0
+
+    # -- the rules ----------------------------------------------------------------------------------------------
+
+    def _cut(self, rung: int) -> float | None:
+        """The value a trial must reach at ``rung`` to go on (ASHA's top ``1 / reduction_factor``), or None while the
+        rung has fewer than ``min_peers`` results."""
+        values = sorted(self.results.get(rung, {}).values(), reverse=True)
+        if len(values) < self.min_peers:
+            return None
+        keep = max(1, len(values) // self.reduction_factor)
+        return values[keep - 1]
+
+    def _decide(self, trial: str, rung: int) -> str:
+        if rung >= self.top:
+            return PAUSE  # at (or above) the top rung: wait for it to grow
+        cut = self._cut(rung)
+        if cut is None:
+            return PAUSE  # too few peers yet: wait for a fair comparison
+        return CONTINUE if self.results[rung][trial] >= cut else STOP
+
+    def _settle(self, rung: int | None = None) -> None:
+        """Decide for the paused trials whose rung can now decide (all rungs when ``rung`` is None)."""
+        for trial, at in list(self.paused.items()):
+            if (rung is not None and at != rung) or trial in self.promoted:
+                continue
+            decision = self._decide(trial, at)
+            if decision == CONTINUE:
+                self.promoted.add(trial)
+            elif decision == STOP:
+                del self.paused[trial]
+                self.rejected.add(trial)
+
+    def _maybe_grow(self) -> None:
+        """PASHA: move the top rung up one level if the ranking at it disagrees with the ranking one rung below."""
+        index = self.levels.index(self.top)
+        if index == 0 or self.top >= self.max_t:
+            return
+        upper, lower = self.results.get(self.top, {}), self.results.get(self.levels[index - 1], {})
+        both = [t for t in upper if t in lower]
+        eps = self.noise()
+        swapped = any(
+            (upper[a] - upper[b] > eps and lower[b] - lower[a] > eps)
+            or (upper[b] - upper[a] > eps and lower[a] - lower[b] > eps)
+            for i, a in enumerate(both)
+            for b in both[i + 1 :]
+        )
+        if swapped:
+            self.top = self.levels[index + 1]
+            self.growths.append(self.top)
+            self._settle()
+
+
+class FairRungScheduler(FIFOScheduler):
+    """Ray Tune's face of :class:`FairRungs`: decisions on ``metric`` at epochs ``time_attr``; paused trials resumed
+    when their rung lets them through (first) or when a worker would otherwise idle (best standing first).
+
+    ``max_concurrent`` is how many trials run at once (the workers); it tells an idle worker from a busy one.
+    """
+
+    def __init__(
+        self,
+        *,
+        metric: str,
+        mode: str,
+        grace_period: int,
+        reduction_factor: int,
+        max_t: int,
+        max_concurrent: int,
+        min_peers: int | None = None,
+        epsilon: float | None = None,
+        time_attr: str = "training_iteration",
+    ) -> None:
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        self._metric = metric
+        self._sign = 1.0 if mode == "max" else -1.0
+        self._time_attr = time_attr
+        self._max_concurrent = max_concurrent
+        self.rungs = FairRungs(grace_period, reduction_factor, max_t, min_peers=min_peers, epsilon=epsilon)
+
+    # Every epoch must reach the rungs one by one: a buffered result would skip a rung.
+    _supports_buffered_results = False
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if self._time_attr not in result or self._metric not in result:
+            return CONTINUE
+        value = self._sign * float(result[self._metric])
+        decision = self.rungs.on_result(trial.trial_id, int(result[self._time_attr]), value)
+        self._stop_rejected(tune_controller)
+        return decision
+
+    def _stop_rejected(self, tune_controller: Any) -> None:
+        """Stop the paused trials a rung decided against. A trial whose pause is still being saved is not PAUSED
+        yet: it stays rejected and is stopped at a later call, once it is."""
+        for trial in tune_controller.get_trials():
+            if trial.trial_id in self.rungs.rejected and trial.status == Trial.PAUSED:
+                tune_controller.stop_trial(trial)
+                self.rungs.forget(trial.trial_id)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self.rungs.forget(trial.trial_id)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self.rungs.forget(trial.trial_id)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.rungs.forget(trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        """A promoted paused trial first, then a new (PENDING) trial, then, only when a worker is free, the paused
+        trial with the best standing in its rung."""
+        self._stop_rejected(tune_controller)
+        trials = tune_controller.get_trials()
+        paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id not in self.rungs.rejected]
+        promoted = [t for t in paused if t.trial_id in self.rungs.promoted]
+        if promoted:
+            return max(promoted, key=lambda t: self.rungs.standing(t.trial_id))
+        for t in trials:
+            if t.status == Trial.PENDING:
+                return t
+        busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
+        if paused and busy < self._max_concurrent:
+            return max(paused, key=lambda t: self.rungs.standing(t.trial_id))
+        return None
+
+    def debug_string(self) -> str:
+        return (
+            f"Fair rungs {self.rungs.levels} (top now {self.rungs.top}), at least {self.rungs.min_peers} results a "
+            f"rung, {len(self.rungs.paused)} trials paused."
+        )

@@ -1,0 +1,233 @@
+"""Fair rungs and the progressive top rung (``search.schedulers``), tested as Ray tests ASHA: fake trials and results
+fed to the scheduler, a stand-in for Tune's controller that only lists trials and stops them, no training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from ray.tune.experiment import Trial
+
+from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs, FairRungScheduler, rung_levels
+from search.settings import SearchSettings, resolve
+from search.tuner import make_scheduler, searcher_concurrency
+
+
+class _Controller:
+    """What the scheduler uses of Tune's controller: the trials, and stopping one (a paused one here)."""
+
+    def __init__(self) -> None:
+        self.trials: list[Trial] = []
+
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+    def stop_trial(self, trial: Trial) -> None:
+        trial.set_status(Trial.TERMINATED)
+
+
+def _scheduler(**kw) -> tuple[FairRungScheduler, _Controller]:
+    args = {"metric": "val_auroc", "mode": "max", "grace_period": 1, "reduction_factor": 4, "max_t": 12}
+    args.update({"max_concurrent": 2, "epsilon": 0.0}, **kw)
+    return FairRungScheduler(**args), _Controller()
+
+
+def _trial(controller: _Controller, scheduler: FairRungScheduler, name: str, status: str = Trial.RUNNING) -> Trial:
+    trial = Trial("__fake", stub=True, trial_id=name)
+    trial.set_status(status)
+    controller.trials.append(trial)
+    scheduler.on_trial_add(controller, trial)
+    return trial
+
+
+def _report(scheduler: FairRungScheduler, controller: _Controller, trial: Trial, epoch: int, value: float) -> str:
+    """One epoch's rung metric as Tune hands it over; a PAUSE or STOP takes effect as Tune would apply it."""
+    decision = scheduler.on_trial_result(controller, trial, {"training_iteration": epoch, scheduler.metric: value})
+    trial.set_status({PAUSE: Trial.PAUSED, STOP: Trial.TERMINATED}.get(decision, Trial.RUNNING))
+    return decision
+
+
+def test_rungs_are_grace_times_reduction_powers_capped_at_max_t() -> None:
+    assert rung_levels(1, 4, 12) == [1, 4, 12]
+    assert rung_levels(2, 2, 12) == [2, 4, 8, 12]
+    with pytest.raises(ValueError, match="reduction_factor >= 2"):
+        rung_levels(1, 1, 12)
+
+
+def test_a_recipe_alone_at_the_first_rung_pauses_instead_of_going_on() -> None:
+    """ASHA lets the first trial at a rung through; fair rungs make it wait for peers (and free its worker)."""
+    scheduler, controller = _scheduler()
+    recipe = _trial(controller, scheduler, "recipe")
+    assert _report(scheduler, controller, recipe, 1, 0.80) == PAUSE
+    assert recipe.status == Trial.PAUSED
+    pending = _trial(controller, scheduler, "proposal", status=Trial.PENDING)
+    assert scheduler.choose_trial_to_run(controller) is pending, "the freed worker goes to a new trial"
+
+
+def test_a_paused_recipe_is_promoted_once_enough_peers_report_and_resumed_first() -> None:
+    scheduler, controller = _scheduler()
+    recipe = _trial(controller, scheduler, "recipe")
+    assert _report(scheduler, controller, recipe, 1, 0.85) == PAUSE
+    peers = [_trial(controller, scheduler, f"p{i}") for i in range(3)]
+    assert _report(scheduler, controller, peers[0], 1, 0.70) == PAUSE
+    assert _report(scheduler, controller, peers[1], 1, 0.60) == PAUSE
+    # The fourth result fills the rung (min_peers = reduction factor = 4): the cut is the best of four, the recipe.
+    assert _report(scheduler, controller, peers[2], 1, 0.65) == STOP
+    assert [t.status for t in peers[:2]] == [Trial.TERMINATED, Trial.TERMINATED], "the paused losers are stopped"
+    waiting = _trial(controller, scheduler, "new", status=Trial.PENDING)
+    assert scheduler.choose_trial_to_run(controller) is recipe, "a promoted trial goes before a new one"
+    recipe.set_status(Trial.RUNNING)
+    assert _report(scheduler, controller, recipe, 2, 0.86) == CONTINUE
+    assert scheduler.choose_trial_to_run(controller) is waiting
+
+
+def test_a_recipe_that_loses_its_rung_is_stopped_there() -> None:
+    scheduler, controller = _scheduler()
+    recipe = _trial(controller, scheduler, "recipe")
+    assert _report(scheduler, controller, recipe, 1, 0.60) == PAUSE
+    others = [_trial(controller, scheduler, f"p{i}") for i in range(3)]
+    decisions = [_report(scheduler, controller, t, 1, v) for t, v in zip(others, (0.70, 0.75, 0.90))]
+    assert decisions == [PAUSE, PAUSE, CONTINUE]
+    assert recipe.status == Trial.TERMINATED
+    assert scheduler.rungs.results[1]["recipe"] == 0.60, "its score at the rung stays recorded"
+
+
+def test_a_loss_is_minimised_at_the_rungs() -> None:
+    scheduler, controller = _scheduler(metric="val_loss", mode="min", min_peers=2, reduction_factor=2)
+    low, high = _trial(controller, scheduler, "low"), _trial(controller, scheduler, "high")
+    assert _report(scheduler, controller, high, 1, 0.9) == PAUSE
+    assert _report(scheduler, controller, low, 1, 0.4) == CONTINUE
+    assert high.status == Trial.TERMINATED
+
+
+def _top_rung_of_two(scheduler: FairRungScheduler, controller: _Controller, at_two: tuple[float, float]) -> list[Trial]:
+    """Rungs 1, 2, 4, ... (reduction factor 2, 4 peers a rung): a and b win rung 1 (a ahead of b there) and reach the
+    top rung, 2, with ``at_two``. Returns [a, b]."""
+    assert scheduler.rungs.levels[:3] == [1, 2, 4] and scheduler.rungs.top == 2, "the top rung starts at the second"
+    a, b = _trial(controller, scheduler, "a"), _trial(controller, scheduler, "b")
+    losers = [_trial(controller, scheduler, f"l{i}") for i in range(2)]
+    decisions = [_report(scheduler, controller, t, 1, v) for t, v in zip((a, b, *losers), (0.90, 0.85, 0.50, 0.55))]
+    assert decisions == [PAUSE, PAUSE, PAUSE, STOP]
+    assert scheduler.choose_trial_to_run(controller) is a, "promoted, best first"
+    for trial, value in zip((a, b), at_two):
+        trial.set_status(Trial.RUNNING)
+        assert _report(scheduler, controller, trial, 2, value) == PAUSE, "waits at the top rung"
+    return [a, b]
+
+
+def test_the_top_rung_stays_low_while_the_ranking_of_the_top_trials_holds() -> None:
+    scheduler, controller = _scheduler(reduction_factor=2, min_peers=4)
+    _top_rung_of_two(scheduler, controller, (0.95, 0.88))  # a still ahead of b
+    assert scheduler.rungs.top == 2 and scheduler.rungs.growths == []
+
+
+def test_the_top_rung_grows_when_the_ranking_of_the_top_trials_changes() -> None:
+    scheduler, controller = _scheduler(reduction_factor=2, min_peers=4)
+    a, b = _top_rung_of_two(scheduler, controller, (0.88, 0.95))  # b overtakes a between rungs 1 and 2
+    assert scheduler.rungs.top == 4 and scheduler.rungs.growths == [4]
+    # Rung 2 is an ordinary rung now, still short of 4 peers: both wait, and a free worker takes b, now the better.
+    assert scheduler.choose_trial_to_run(controller) is b
+    b.set_status(Trial.RUNNING)
+    assert _report(scheduler, controller, b, 3, 0.95) == CONTINUE, "rung 2 is behind it: it trains on"
+
+
+def test_a_swap_smaller_than_the_noise_does_not_grow_the_top_rung() -> None:
+    scheduler, controller = _scheduler(reduction_factor=2, min_peers=4, epsilon=0.05)
+    _top_rung_of_two(scheduler, controller, (0.90, 0.92))  # b ahead by 0.02 < epsilon at rung 2
+    assert scheduler.rungs.top == 2
+
+
+def test_epsilon_defaults_to_the_median_epoch_to_epoch_change() -> None:
+    rungs = FairRungs(1, 4, 12)
+    for epoch, value in enumerate((0.50, 0.60, 0.62, 0.65), start=1):
+        rungs.on_result("t", epoch, value)
+    assert rungs.noise() == pytest.approx(0.03)
+
+
+def test_no_worker_idles_when_only_paused_trials_remain_and_the_best_standing_resumes_first() -> None:
+    scheduler, controller = _scheduler()
+    weak, strong, mid = (_trial(controller, scheduler, n) for n in ("weak", "strong", "mid"))
+    for trial, value in ((weak, 0.60), (strong, 0.90), (mid, 0.75)):
+        assert _report(scheduler, controller, trial, 1, value) == PAUSE  # 3 results < 4 peers: all wait
+    # No new trial (the searcher is done) and both workers free: the best paused trial is resumed, then the next.
+    assert scheduler.choose_trial_to_run(controller) is strong
+    strong.set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is mid
+    mid.set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is None, "both workers busy: the weak one keeps waiting"
+
+
+def test_search_run_builds_the_fair_scheduler_and_leaves_room_for_paused_trials() -> None:
+    settings = SearchSettings(space="pneumonia3class", scheduler="fair")
+    r = resolve(settings, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
+    scheduler, metric, mode = make_scheduler(r)
+    assert isinstance(scheduler, FairRungScheduler) and (metric, mode) == (None, None)
+    assert scheduler.rungs.levels == [1, 4, 12] and scheduler.rungs.min_peers == 4
+    assert searcher_concurrency(r) == 2 + 4
+    assert "fair rungs on val_auroc" in r.describe()
+
+
+def test_a_trial_rejected_while_its_pause_is_still_being_saved_is_stopped_once_paused_never_resumed() -> None:
+    """Tune marks a trial PAUSED only after its checkpoint is saved; a rung may decide against it before that."""
+    scheduler, controller = _scheduler(reduction_factor=2, min_peers=2)
+    slow, good = _trial(controller, scheduler, "slow"), _trial(controller, scheduler, "good")
+    assert scheduler.on_trial_result(controller, slow, {"training_iteration": 1, "val_auroc": 0.5}) == PAUSE
+    assert slow.status == Trial.RUNNING  # the pause is in flight
+    assert _report(scheduler, controller, good, 1, 0.9) == CONTINUE
+    assert slow.status == Trial.RUNNING, "not stopped mid-save"
+    slow.set_status(Trial.PAUSED)  # the save completed
+    good.set_status(Trial.TERMINATED)
+    assert scheduler.choose_trial_to_run(controller) is None, "a free worker does not resume a rejected trial"
+    assert slow.status == Trial.TERMINATED
+
+
+def _toy_trainable(config: dict) -> None:
+    """Four 'epochs' scoring ``q + 0.01 x epoch``, a checkpoint each, resuming from one: Tune's pause and resume
+    path without the cost of training a model."""
+    import json
+    import tempfile
+
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    start = 0
+    if checkpoint := tune.get_checkpoint():
+        with checkpoint.as_directory() as d:
+            start = json.loads((Path(d) / "state.json").read_text())["epoch"]
+    for epoch in range(start + 1, 5):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
+            result = {"epoch": epoch, "val_auroc": config["q"] + 0.01 * epoch, "resumed_from": start}
+            tune.report(result, checkpoint=Checkpoint.from_directory(d))
+
+
+@pytest.mark.slow
+def test_real_tune_pauses_and_resumes_from_checkpoints_and_stops_rejected_trials(tmp_path) -> None:
+    """Real Ray Tune, 2 workers, rungs 1, 2, 4: the first trial waits at rung 1 for a peer and loses (stopped after
+    one epoch); trials that waited resume from their checkpoint and never train an epoch twice; the search ends."""
+    import ray
+    from ray import tune
+
+    here = Path(__file__).resolve().parent  # the workers import this module's trainable by name
+    pythonpath = os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}
+    )
+    try:
+        scheduler, _ = _scheduler(reduction_factor=2, max_t=4)
+        tuner = tune.Tuner(
+            tune.with_resources(_toy_trainable, {"cpu": 1}),
+            param_space={"q": tune.grid_search([0.5, 0.9, 0.3, 0.7, 0.6, 0.8])},
+            # Room for paused trials beside the two running ones, as search.tuner.searcher_concurrency gives.
+            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=4, reuse_actors=False),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="toy", verbose=0),
+        )
+        results = {r.config["q"]: r.metrics_dataframe for r in tuner.fit()}
+    finally:
+        ray.shutdown()
+    for q, df in results.items():
+        assert list(df["epoch"]) == list(range(1, len(df) + 1)), (q, list(df["epoch"]))
+        assert list(df["training_iteration"]) == list(df["epoch"])
+    assert len(results[0.5]) == 1, "paused alone at rung 1, then beaten by 0.9: stopped, never resumed"
+    assert len(results[0.9]) == 4 and results[0.9]["resumed_from"].max() >= 1, "waited, then went on from a checkpoint"
