@@ -23,6 +23,7 @@ from runstore.errors import UserError, cli
 
 __all__ = ["build_model_report", "main", "shift_warnings"]
 
+
 def shift_warnings(splits: dict[str, dict[str, Any]], reference: str = "validation (held out)") -> list[str]:
     """A plain sentence for every split whose balanced-accuracy interval lies wholly below the reference's point
     estimate, or whose interval does not overlap the reference's."""

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from reports.page import Page, esc, escs, layout, table
 from reports.rundata import RunData, augment_ops_on, category_key, col
 from runstore.layout import STUDY_FILE
-from runstore.ranking import counting_epoch, leaderboard, plain
+from runstore.ranking import LOSSES_ATTR, counting_epoch, leaderboard, plain
 
 __all__ = [
     "AshaRungs",
@@ -236,7 +236,8 @@ def _counted_value(t: Any, mode: str) -> float | None:
     """A study trial's value by the one ranking rule: its best epoch (COMPLETE or PRUNED trials), else its value."""
     if t.state.name not in ("COMPLETE", "PRUNED"):
         return None
-    counted = counting_epoch(t.intermediate_values, mode)
+    losses = {int(k): float(v) for k, v in (t.user_attrs.get(LOSSES_ATTR) or {}).items()} or None
+    counted = counting_epoch(t.intermediate_values, mode, losses)
     if counted is not None:
         return counted[1]
     return float(t.value) if t.state.name == "COMPLETE" and t.value is not None else None

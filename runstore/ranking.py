@@ -1,9 +1,11 @@
 """THE ranking rule: which epoch of a trial counts, how trials rank, and what follows from it.
 
-A trial counts at its best epoch on the run's metric (highest, or lowest for a loss); trials rank by that value, ties
-broken by the earlier best epoch, trials that never reported the metric last. :func:`rank_trials` is the only place
-that says so: the leaderboard (console and report), ``search.export`` (through :func:`best_trial`), the report pages
-and :func:`top_trials` all call it, so changing the rule is one edit here.
+A trial counts at the epoch :func:`counting_epoch` picks on the run's metric: among its epochs within 0.02 of its
+best value, the one with the lowest validation loss (benchmarks/selection.py measured it over seeds against the best
+single epoch: it holds up better on unseen data). Trials rank by that epoch's value, ties broken by the earlier
+epoch, trials that never reported the metric last. :func:`rank_trials` is the only place that says so: the
+leaderboard (console and report), ``search.export`` (through :func:`best_trial`), the report pages, :func:`top_trials`
+and the Optuna study's values (``search.searcher``) all call it, so changing the rule is one edit here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from runstore.trials import load_trials
 
 __all__ = [
     "BestTrial",
+    "DEFAULT_SELECTION",
+    "LOSSES_ATTR",
+    "SELECTION_RULES",
+    "TIE_LOSS",
     "best_trial",
     "counting_epoch",
     "is_recipe",
@@ -98,10 +104,12 @@ def loss_tie_rule(
         return best
     sign = 1.0 if mode == "max" else -1.0
     tied = [(e, v) for e, v in _finite(values) if sign * (best[1] - v) <= LOSS_TIE_TOLERANCE]
-    scored = [(float(losses[e]), e, v) for e, v in tied if losses.get(e) is not None and math.isfinite(losses[e])]
+    scored = [
+        (float(losses[e]), -sign * v, e, v) for e, v in tied if losses.get(e) is not None and math.isfinite(losses[e])
+    ]
     if not scored:
         return best
-    _, e, v = min(scored)
+    _, _, e, v = min(scored)  # lowest loss; on equal losses the better value, then the earlier epoch
     return e, v
 
 
@@ -121,13 +129,19 @@ SELECTION_RULES = {
     "last": last_epoch_rule,
 }
 #: The rule :func:`counting_epoch` applies (chosen by benchmarks/selection.py; README "From search to a final model").
-DEFAULT_SELECTION = "best"
+DEFAULT_SELECTION = "loss_tie"
+#: The loss the loss-aware rule breaks near-ties with, and the Optuna user attribute a search keeps it in per epoch.
+TIE_LOSS = "val_loss"
+LOSSES_ATTR = "val_loss_by_epoch"
 
 
-def counting_epoch(values: Mapping[int, float], mode: str) -> tuple[int, float] | None:
+def counting_epoch(
+    values: Mapping[int, float], mode: str, losses: Mapping[int, float] | None = None
+) -> tuple[int, float] | None:
     """THE rule for which epoch of a trial counts (:data:`DEFAULT_SELECTION`) and the value it counts with;
-    ``None`` when the trial reported none. ``values`` maps epoch -> metric value."""
-    return SELECTION_RULES[DEFAULT_SELECTION](values, mode)
+    ``None`` when the trial reported none. ``values`` maps epoch -> metric value, ``losses`` epoch -> validation
+    loss (without them, or when ranking by the loss itself, the best single epoch counts)."""
+    return SELECTION_RULES[DEFAULT_SELECTION](values, mode, losses)
 
 
 def rank_trials(trials: pd.DataFrame, metric: str, mode: str | None = None) -> pd.DataFrame:
@@ -143,7 +157,12 @@ def rank_trials(trials: pd.DataFrame, metric: str, mode: str | None = None) -> p
     for _tid, df in trials.groupby("trial_id", sort=False):
         scored = df.dropna(subset=[metric])
         epochs = scored["epoch"] if "epoch" in scored.columns else pd.Series(range(1, len(scored) + 1), scored.index)
-        counted = counting_epoch(dict(zip(epochs.astype(int), scored[metric])), mode)
+        losses = (
+            dict(zip(epochs.astype(int), scored[TIE_LOSS]))
+            if TIE_LOSS in scored.columns and metric != TIE_LOSS
+            else None
+        )
+        counted = counting_epoch(dict(zip(epochs.astype(int), scored[metric])), mode, losses)
         if counted is None:
             best = df.iloc[-1].copy()
             best["best_epoch"] = 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from runstore.ranking import counting_epoch
+from runstore.ranking import LOSSES_ATTR, TIE_LOSS, counting_epoch
 from spaces.cost import estimate_epoch_s
 
 __all__ = ["MAX_REDRAWS", "RankedOptunaSearch", "close_running_trials", "trial_outcome"]
@@ -27,10 +27,12 @@ __all__ = ["MAX_REDRAWS", "RankedOptunaSearch", "close_running_trials", "trial_o
 MAX_REDRAWS = 20
 
 
-def trial_outcome(values: dict[int, float], max_epochs: int, mode: str, error: bool) -> tuple[str, float | None]:
+def trial_outcome(
+    values: dict[int, float], max_epochs: int, mode: str, error: bool, losses: dict[int, float] | None = None
+) -> tuple[str, float | None]:
     """(Optuna state name, value) of a trial from its per-epoch values: FAIL on error, PRUNED when it stopped
     before ``max_epochs``, else COMPLETE at the epoch that counts."""
-    counted = counting_epoch(values, mode)
+    counted = counting_epoch(values, mode, losses)
     if error:
         return "FAIL", None
     if counted is None or max(values, default=0) < max_epochs:
@@ -65,6 +67,23 @@ class RankedOptunaSearch(OptunaSearch):
             config = super().suggest(trial_id)
         return config
 
+    def _record_loss(self, trial_id: str, result: dict | None) -> dict[int, float]:
+        """Keep the trial's validation loss per epoch in the study (a user attribute), for the ranking rule."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return {}
+        losses = {int(k): float(v) for k, v in (ot_trial.user_attrs.get(LOSSES_ATTR) or {}).items()}
+        step, loss = (result or {}).get("training_iteration"), (result or {}).get(TIE_LOSS)
+        if step is not None and loss is not None and int(step) not in losses:
+            losses[int(step)] = float(loss)
+            ot_trial.set_user_attr(LOSSES_ATTR, {str(k): v for k, v in sorted(losses.items())})
+        return losses
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        if self.metric != TIE_LOSS and not isinstance(self.metric, list):
+            self._record_loss(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials or isinstance(self.metric, list):
             return super().on_trial_complete(trial_id, result, error)
@@ -77,7 +96,8 @@ class RankedOptunaSearch(OptunaSearch):
         if step is not None and last is not None and int(step) not in values:
             ot_trial.report(float(last), int(step))
             values[int(step)] = float(last)
-        state, value = trial_outcome(values, self.max_epochs, self.mode, error)
+        losses = self._record_loss(trial_id, result) if self.metric != TIE_LOSS else None
+        state, value = trial_outcome(values, self.max_epochs, self.mode, error, losses)
         self._ot_study.tell(ot_trial, value, state=TrialState[state])
         self._completed_trials.add(trial_id)
 
