@@ -3,7 +3,7 @@
 A study answers one seed project's question with a controlled experiment: one factor on a grid, everything else held
 at a base config, each level repeated over seeds (which vary initialisation, augmentation draws and batch order; the
 patient-level validation split stays fixed), every trial trained the same number of epochs. Pure: Ray is imported only
-to build the grid (:func:`param_space`), so the definitions and the flag checks run before any cluster starts.
+nowhere here, so the definitions and the flag checks run before any cluster starts.
 
 A trial's config holds the TrialConfig fields a level sets (``batch_size`` and the ``lr`` its rule gives; the
 augmentation fields) and the level itself under a study-only key (``lr_rule``, ``augmentation``), so both reach
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from functools import partial
 from typing import Any
 
 from runstore.errors import UserError
@@ -28,11 +27,12 @@ __all__ = [
     "STUDIES",
     "Study",
     "get_study",
+    "level_config",
     "level_lr",
-    "param_space",
     "parse_levels",
     "parse_lr_rules",
     "study_trial",
+    "trial_configs",
 ]
 
 #: How the learning rate follows the batch size b (b0: the base's batch size, lr0: its rate).
@@ -189,31 +189,34 @@ def level_lr(lr0: float, b0: int, batch_size: int, rule: str) -> float:
     return lr0
 
 
-def _lr_of(lr0: float, b0: int, config: dict[str, Any]) -> float:
-    return level_lr(lr0, b0, int(config["batch_size"]), str(config.get("lr_rule", "fixed")))
+def level_config(study: Study, base: dict[str, Any], level: Any, lr_rule: str | None = None) -> dict[str, Any]:
+    """The config of ``base`` at ``level`` (and learning-rate rule): the TrialConfig fields the level sets, and the
+    level itself under its study-only key when it is not a TrialConfig field."""
+    config = dict(base)
+    if study.factor == "batch_size":
+        config["batch_size"] = int(level)
+        if lr_rule is not None:
+            config["lr_rule"] = lr_rule
+            config["lr"] = level_lr(float(base["lr"]), int(base["batch_size"]), int(level), lr_rule)
+    else:
+        config.update({f.name: f.default for f in fields(AugmentConfig)})
+        config.update(AUGMENT_LEVELS[level])
+        config["augmentation"] = level
+    return config
 
 
-def _augment_field(name: str, config: dict[str, Any]) -> Any:
-    return {**{f.name: f.default for f in fields(AugmentConfig)}, **AUGMENT_LEVELS[config["augmentation"]]}[name]
-
-
-def param_space(
+def trial_configs(
     study: Study, base: dict[str, Any], levels: list[Any], seeds: list[int], lr_rules: list[str] | None
-) -> dict[str, Any]:
-    """Ray Tune's ``param_space``: the base config with a grid over level x seed (x learning-rate rule); the fields a
-    level sets are resolved per trial from its level, so ``params.json`` holds what the trial trained with."""
-    from ray import tune
-
-    space: dict[str, Any] = dict(base)
-    space[study.factor] = tune.grid_search(levels)
-    space["seed"] = tune.grid_search(seeds)
-    if study.factor == "batch_size" and lr_rules is not None:
-        space["lr_rule"] = tune.grid_search(lr_rules)
-        space["lr"] = tune.sample_from(partial(_lr_of, float(base["lr"]), int(base["batch_size"])))
-    if study.factor == "augmentation":
-        for name in _OPS:
-            space[name] = tune.sample_from(partial(_augment_field, name))
-    return space
+) -> list[dict[str, Any]]:
+    """Every trial's config, level x (rule x) seed, in the order given: Ray Tune runs them as they are (its
+    ``points_to_evaluate``), so ``params.json`` holds what each trial trained with and nothing is resolved on resume.
+    Batch sizes come sorted, so the slowest trials (batch 1) start first and the study ends sooner."""
+    return [
+        {**level_config(study, base, level, rule), "seed": seed}
+        for level in levels
+        for rule in (lr_rules or [None])
+        for seed in seeds
+    ]
 
 
 def study_trial(config: dict[str, Any], data: Any = None) -> dict[str, Any] | None:

@@ -239,7 +239,7 @@ def _study_on_ray(
     from ray import tune
 
     from search.console import ProgressCallback
-    from search.studies import param_space, study_trial
+    from search.studies import study_trial, trial_configs
     from trainables.weights import ensure_weights, summary
 
     run_dir = place.run_dir
@@ -308,7 +308,7 @@ def _study_on_ray(
     else:
         tuner = _build_tuner(
             trainable,
-            param_space(study, base, levels, seeds, lr_rules),
+            trial_configs(study, base, levels, seeds, lr_rules),
             name,
             place.storage_path,
             max_concurrent,
@@ -371,26 +371,30 @@ def _run_info(
 
 def _build_tuner(
     trainable: Any,
-    space: dict[str, Any],
+    configs: list[dict[str, Any]],
     name: str,
     storage_path: str,
     max_concurrent: int,
     callbacks: list[Any],
 ) -> Any:
-    """A grid-search ``Tuner``: every level x seed once, FIFO (nothing stopped early), ``max_concurrent`` at once."""
+    """A ``Tuner`` that runs each of ``configs`` once, in order: FIFO (nothing stopped early), ``max_concurrent`` at
+    once. The grid is listed, not Tune's ``grid_search`` with ``sample_from`` for the fields a level sets: a trial
+    still pending when a study is interrupted would resume with those fields unresolved."""
     from ray.tune import TuneConfig, Tuner
     from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     from search.tuner import run_config
 
     return Tuner(
         trainable,
-        param_space=space,
+        param_space=configs[0],  # each point overrides keys of the space, so the space must hold every key
         tune_config=TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=configs),
             scheduler=FIFOScheduler(),
             metric=METRIC,
             mode="max",
-            num_samples=1,
+            num_samples=len(configs),
             max_concurrent_trials=max_concurrent,
             reuse_actors=False,
         ),
