@@ -14,14 +14,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from runstore.errors import UserError
 from runstore.layout import load_run_info, write_run_info
-from runstore.trials import load_trials
+from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import is_trusted, registry_path, trust_run
-from search.storage import is_uri, pull_run_files, run_uri
+from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = [
     "RunInterrupted",
@@ -33,7 +34,10 @@ __all__ = [
     "exit_without_result",
     "fit_interrupted",
     "locate_resume",
+    "mark_finished",
     "record_failed_trials",
+    "report_and_push",
+    "resume_settings",
     "run_or_interrupted",
     "run_place",
     "start_ray",
@@ -177,6 +181,23 @@ def check_resumable(run_dir: Path, info: dict[str, Any], trust: bool, command: s
     return experiment
 
 
+def resume_settings(
+    resume: str,
+    trust: bool,
+    address: str | None,
+    settings_from_run_info: Callable[[dict[str, Any], Path, str | None], Any],
+    rebuild: str,
+) -> tuple[Path, Any]:
+    """``--resume RESUME``: the run directory and its saved settings (read by ``settings_from_run_info``), after every
+    check that comes before Tune state is unpickled (:func:`check_resumable`; ``rebuild`` names the commands that
+    rebuild a finished run's files)."""
+    run_dir = locate_resume(resume)
+    info = load_run_info(run_dir)
+    settings = settings_from_run_info(info, run_dir, address)
+    check_resumable(run_dir, info, trust, rebuild)
+    return run_dir, settings
+
+
 def check_saved_settings(saved: dict[str, Any], where: Path, cls: type) -> None:
     """Each saved flag of a run.json is a field of the settings dataclass ``cls`` and has its type: a hand-edited
     file is an error naming the key."""
@@ -214,6 +235,29 @@ def build_report_line(run_dir: Path) -> str:
             exc_info=True,
         )
         return f"report:       not built ({type(exc).__name__}: {exc}); rebuild it with: {rebuild}"
+
+
+def mark_finished(run_dir: Path, uri: str | None) -> Path:
+    """At the end of a run: run.json marked finished with the end time, the trials' result files pulled from the
+    storage ``uri`` (if any) and ``trials.csv`` written; returns its path."""
+    info = load_run_info(run_dir)
+    info["finished"] = True
+    info["ended"] = datetime.now(timezone.utc).isoformat()
+    write_run_info(run_dir, info)
+    if uri is not None:
+        pull_trial_files(uri, run_dir)
+    return write_trials_csv(run_dir)
+
+
+def report_and_push(run_dir: Path, report: bool, uri: str | None, out: Callable[[str], None]) -> None:
+    """The last steps of a run: the report (unless ``report`` is off), the run's own files copied to the storage
+    ``uri`` last (so it holds the whole run, whether the report could be built or not), the paths shown."""
+    if report:
+        out(build_report_line(run_dir))
+    if uri is not None:
+        push_run_files(run_dir, uri)
+        out(f"storage:      {uri}  (local mirror: {run_dir})")
+    out(f"run dir:      {run_dir}")
 
 
 def run_or_interrupted(run: Callable[[], Path], metric: str) -> int:

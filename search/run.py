@@ -23,19 +23,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from runstore.errors import UserError, cli
-from runstore.layout import BEST_FILE, STUDY_FILE, load_run_info, write_run_info
+from runstore.layout import BEST_FILE, STUDY_FILE, write_run_info
 from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import new_run_id, trust_run
 from search.driver import RunInterrupted as SearchInterrupted
-from search.driver import build_report_line as _build_report
 from search.driver import check_cluster_resources as _check_cluster_resources
 from search.driver import (
-    check_resumable,
     check_saved_settings,
-    locate_resume,
+    mark_finished,
     record_failed_trials,
+    report_and_push,
+    resume_settings,
     run_or_interrupted,
     run_place,
 )
@@ -338,13 +338,7 @@ def _finish(
     """
     from search.export import export_best
 
-    info = load_run_info(run_dir)
-    info["finished"] = True
-    info["ended"] = datetime.now(timezone.utc).isoformat()
-    write_run_info(run_dir, info)
-    if uri is not None:
-        pull_trial_files(uri, run_dir)
-    trials_csv = write_trials_csv(run_dir)
+    trials_csv = mark_finished(run_dir, uri)
     trials = load_trials(run_dir)
     out("")
     out(_leaderboard(trials, metric, mode))
@@ -356,12 +350,7 @@ def _finish(
         out(f"no best config: {exc}")
     out(f"trials:       {trials_csv}")
     out(f"optuna study: sqlite:///{run_dir / STUDY_FILE}  (optuna-dashboard or optuna.load_study)")
-    if report:
-        out(_build_report(run_dir))
-    if uri is not None:
-        push_run_files(run_dir, uri)
-        out(f"storage:      {uri}  (local mirror: {run_dir})")
-    out(f"run dir:      {run_dir}")
+    report_and_push(run_dir, report, uri, out)
     return run_dir
 
 
@@ -370,10 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%X")
     if args.resume:
-        run_dir = locate_resume(args.resume)
-        info = load_run_info(run_dir)
-        settings = _settings_from_run_info(info, run_dir, args.address)
-        check_resumable(run_dir, info, args.trust_run, "search.export / reports.build")
+        run_dir, settings = resume_settings(
+            args.resume, args.trust_run, args.address, _settings_from_run_info, "search.export / reports.build"
+        )
         if args.address:
             settings.address = args.address
         return _run_or_interrupted(settings, resume_dir=run_dir, verbose=args.verbose)

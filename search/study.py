@@ -31,13 +31,13 @@ from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import new_run_id, trust_run
 from search.driver import (
     RunInterrupted,
-    build_report_line,
     check_cluster_resources,
-    check_resumable,
     check_saved_settings,
     fit_interrupted,
-    locate_resume,
+    mark_finished,
     record_failed_trials,
+    report_and_push,
+    resume_settings,
     run_or_interrupted,
     run_place,
 )
@@ -426,24 +426,14 @@ def level_summary(trials: pd.DataFrame, factors: list[str], metric: str = METRIC
 
 def _finish(run_dir: Path, report: bool = True, uri: str | None = None, out: Callable[[str], None] = print) -> Path:
     """Write trials.csv and the report; show the per-level table and the paths with ``out``."""
+    trials_csv = mark_finished(run_dir, uri)
     info = load_run_info(run_dir)
-    info["finished"] = True
-    info["ended"] = datetime.now(timezone.utc).isoformat()
-    write_run_info(run_dir, info)
-    if uri is not None:
-        pull_trial_files(uri, run_dir)
-    trials_csv = write_trials_csv(run_dir)
     table = level_summary(load_trials(run_dir), info["study"]["factors"])
     out("")
     out(table.to_string(index=False, float_format=lambda v: f"{v:.4f}") if not table.empty else "no trial scored")
     out("")
     out(f"trials:       {trials_csv}")
-    if report:
-        out(build_report_line(run_dir))
-    if uri is not None:
-        push_run_files(run_dir, uri)
-        out(f"storage:      {uri}  (local mirror: {run_dir})")
-    out(f"run dir:      {run_dir}")
+    report_and_push(run_dir, report, uri, out)
     return run_dir
 
 
@@ -452,10 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%X")
     if args.resume:
-        run_dir = locate_resume(args.resume)
-        info = load_run_info(run_dir)
-        settings = _settings_from_run_info(info, run_dir, args.address)
-        check_resumable(run_dir, info, args.trust_run, "reports.build")
+        run_dir, settings = resume_settings(
+            args.resume, args.trust_run, args.address, _settings_from_run_info, "reports.build"
+        )
         return run_or_interrupted(lambda: run_study(settings, resume_dir=run_dir, verbose=args.verbose), METRIC)
     if not args.study:
         raise UserError("a study is required: batch-size or augmentation (e.g. python -m search.study batch-size)")
