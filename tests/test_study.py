@@ -1,7 +1,8 @@
 """Effect studies end to end (``python -m search.study``) with real Ray Tune and real X-rays, on tiny grids.
 
 Each study runs in a subprocess as a user would start it, on a patient-disjoint slice of the bundled demo set, so
-the module stays within a few minutes on 2 cores.
+the module stays within a few minutes on 2 cores (those tests are marked slow); the grid and the base config are
+checked without Ray.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import pytest
 from conftest import _copy_slice
 
 from runstore.trials import load_trials
-from search.studies import AUGMENT_LEVELS, get_study, level_lr, parse_levels
-
-pytestmark = pytest.mark.slow
+from search.studies import AUGMENT_LEVELS, get_study, level_lr, parse_levels, trial_configs
+from search.study import StudySettings, _base_config
 
 PY = sys.executable
 ENV = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
@@ -51,6 +51,7 @@ def batch_study(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return work / "runs" / "bs"
 
 
+@pytest.mark.slow
 def test_a_batch_size_study_writes_the_study_into_run_json(batch_study: Path) -> None:
     info = json.loads((batch_study / "run.json").read_text())
     study = info["study"]
@@ -67,6 +68,7 @@ def test_a_batch_size_study_writes_the_study_into_run_json(batch_study: Path) ->
     assert study["train_images"] == sum(info["data"]["train_images"].values())
 
 
+@pytest.mark.slow
 def test_every_level_seed_and_rule_trains_every_epoch_with_its_learning_rate(batch_study: Path) -> None:
     trials = load_trials(batch_study)
     csv = (batch_study / "trials.csv").read_text().splitlines()[0].split(",")
@@ -112,6 +114,7 @@ def test_the_study_definitions_and_the_learning_rate_rules() -> None:
     assert math.isclose(AUGMENT_LEVELS["all"]["rotate"], 15.0)
 
 
+@pytest.mark.slow
 def test_an_interrupted_augmentation_study_resumes_keeping_its_finished_trials(
     small_data: Path, tmp_path: Path
 ) -> None:
@@ -154,3 +157,58 @@ def test_an_interrupted_augmentation_study_resumes_keeping_its_finished_trials(
     assert (first["config/rotate"] == 0).all() and (first["config/model"] == "tinyvgg").all()
     info = json.loads((run_dir / "run.json").read_text())
     assert info["finished"] is True and info["study"]["levels"] == {"augmentation": ["none", "seed"]}
+
+
+def test_the_grid_lists_every_level_rule_and_seed_with_the_fields_each_level_sets() -> None:
+    study = get_study("batch-size")
+    base, source, _ = _base_config(StudySettings(study="batch-size"), None, "cpu")
+    assert source == "recipe:seed_alexnet_gray" and base["batch_size"] == 35 and base["lr"] == 1e-4
+    # The CPU base is the seed AlexNet as the search scales it, then at 64 px and quarter width so batch 1 finishes.
+    assert (base["model"], base["image_size"], base["width"], base["channels"]) == ("alexnet_gray", "64", 0.25, 1)
+    configs = trial_configs(study, base, [1, 35, 300], [0, 1], ["fixed", "sqrt"])
+    assert len(configs) == 12 and configs[0]["batch_size"] == 1  # the slowest trials first
+    assert {(c["batch_size"], c["lr_rule"], c["seed"]) for c in configs} == {
+        (b, r, s) for b in (1, 35, 300) for r in ("fixed", "sqrt") for s in (0, 1)
+    }
+    for c in configs:
+        assert c["lr"] == pytest.approx(1e-4 * (math.sqrt(c["batch_size"] / 35) if c["lr_rule"] == "sqrt" else 1))
+        assert {k: v for k, v in c.items() if k not in ("batch_size", "lr", "lr_rule", "seed")} == {
+            k: v for k, v in base.items() if k not in ("batch_size", "lr", "seed")
+        }
+    aug = get_study("augmentation")
+    base, source, _ = _base_config(StudySettings(study="augmentation"), None, "cpu")
+    assert source == "recipe:seed_tinyvgg" and base["hflip"] == 0.5 and base["trivial_augment"] is True
+    by_level = {c["augmentation"]: c for c in trial_configs(aug, base, ["none", "rotate", "all"], [0], None)}
+    assert [by_level["none"][op] for op in ("hflip", "trivial_augment", "rotate")] == [0.0, False, 0.0]
+    assert [by_level["rotate"][op] for op in ("hflip", "trivial_augment", "rotate")] == [0.0, False, 15.0]
+    assert (
+        by_level["all"]["vflip"] == 0.5 and by_level["all"]["crop_scale"] == 0.5 and by_level["all"]["trivial_augment"]
+    )
+
+
+def test_a_base_config_from_a_best_config_json_runs_as_written(tmp_path: Path) -> None:
+    from search.export import FORMAT
+
+    doc = {
+        "format": FORMAT,
+        "config": {"model": "cifar_cnn", "width": 0.25, "image_size": "32", "batch_size": 16, "lr": 3e-3, "epochs": 9},
+        "task": "pneumonia3class",
+        "space": "pneumonia3class",
+        "metric": "val_balanced_acc",
+        "validation": {"epoch": 1, "val_balanced_acc": 0.5},
+        "data": {"val_fraction": 0.2, "split_seed": 0},
+    }
+    path = tmp_path / "best_config.json"
+    path.write_text(json.dumps(doc))
+    settings = StudySettings(study="batch-size", base=str(path))
+    from search.study import validate
+
+    base, source, weights = _base_config(settings, validate(settings), "cpu")
+    assert source == str(path) and weights == []
+    assert (base["model"], base["width"], base["image_size"], base["batch_size"], base["lr"]) == (
+        "cifar_cnn",
+        0.25,
+        "32",
+        16,
+        3e-3,
+    )
