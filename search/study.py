@@ -409,7 +409,7 @@ def level_summary(trials: pd.DataFrame, factors: list[str], metric: str = METRIC
     if trials.empty or metric not in trials.columns or not all(c in trials.columns for c in cols):
         return pd.DataFrame()
     scored = trials.dropna(subset=[metric])
-    last = scored.sort_values("epoch").groupby("trial_id").tail(1)
+    last = scored.groupby("trial_id", sort=False).tail(1)  # rows are in epoch order; trials in the grid's order
     best = scored.groupby("trial_id")[metric].max().rename("best")
     per_trial = last.set_index("trial_id")[[*cols, metric, "epoch", "epoch_seconds"]].join(best)
     table = per_trial.groupby(cols, sort=False).agg(

@@ -21,7 +21,7 @@ from conftest import _copy_slice
 
 from runstore.trials import load_trials
 from search.studies import AUGMENT_LEVELS, get_study, level_lr, parse_levels, trial_configs
-from search.study import StudySettings, _base_config
+from search.study import StudySettings, _base_config, level_summary
 
 PY = sys.executable
 ENV = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"}
@@ -212,3 +212,23 @@ def test_a_base_config_from_a_best_config_json_runs_as_written(tmp_path: Path) -
         16,
         3e-3,
     )
+
+
+def test_the_console_table_gives_each_level_in_the_grids_order_with_its_final_and_best_score() -> None:
+    import pandas as pd
+
+    rows = []
+    for trial, (b, scores) in enumerate([(300, [0.3, 0.3]), (8, [0.5, 0.4]), (300, [0.3, 0.4]), (8, [0.6, 0.7])]):
+        for epoch, score in enumerate(scores, start=1):
+            rows.append(
+                {"trial_id": f"t{trial}", "epoch": epoch, "config/batch_size": b, "val_balanced_acc": score}
+                | {"epoch_seconds": 2.0 if b == 8 else 1.0}
+            )
+    table = level_summary(pd.DataFrame(rows), ["batch_size"])
+    assert table["config/batch_size"].tolist() == [300, 8]
+    assert table["trials"].tolist() == [2, 2] and table["epochs"].tolist() == [2, 2]
+    assert table["final_mean"].tolist() == pytest.approx([0.35, 0.55])
+    assert table["final_min"].tolist() == pytest.approx([0.3, 0.4]) and table["final_max"].tolist() == pytest.approx(
+        [0.4, 0.7]
+    )
+    assert table["best_mean"].tolist() == pytest.approx([0.35, 0.6]) and table["epoch_s"].tolist() == [1.0, 2.0]
