@@ -2,7 +2,8 @@
 
 Layout of ``runs/<name>/`` (Ray Tune writes the trial folders; this project writes the rest)::
 
-    run.json            flags, space, task, metric, data fingerprint, start time, finished flag
+    run.json            flags, space, task, metric, data fingerprint, start time, finished flag; ``kind``: search
+                        (absent in older runs) or study, whose definition is under ``study`` (search.study)
     study.db            the Optuna study (SQLite): optuna-dashboard sqlite:///study.db, optuna.load_study
     trials.csv          one row per trial per epoch, config columns included (runstore.trials)
     best_config.json    the best trial's config, validation metrics and provenance (search.export)
@@ -84,6 +85,8 @@ _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "data": (dict,),
     "failed_trials": (list,),
     "run_id": (str,),
+    "kind": (str,),  # "search" (also when absent: runs from before studies) or "study"
+    "study": (dict,),  # a study's definition: name, factors, levels, seeds, epochs, base (search.study)
 }
 
 
@@ -95,6 +98,8 @@ def _check_run_info(info: dict[str, Any], where: Path) -> None:
             continue
         if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
             raise UserError(f"{where}: {key} is {value!r}; expected {' or '.join(t.__name__ for t in types)}")
+    if info.get("kind") not in (None, "search", "study"):
+        raise UserError(f"{where}: kind is {info['kind']!r}; expected search or study")
     if info.get("mode") not in (None, "min", "max"):
         raise UserError(f"{where}: mode is {info['mode']!r}; expected min or max")
     if isinstance(info.get("max_epochs"), int) and info["max_epochs"] < 1:

@@ -13,9 +13,7 @@ import argparse
 import dataclasses
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -25,11 +23,24 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from runstore.errors import UserError, cli
-from runstore.layout import BEST_FILE, STUDY_FILE, load_run_info, write_run_info
+from runstore.layout import BEST_FILE, STUDY_FILE, write_run_info
 from runstore.metrics import DEFAULT_METRIC, METRICS
 from runstore.ranking import leaderboard, rank_trials
 from runstore.trials import load_trials, write_trials_csv
-from runstore.trust import is_trusted, new_run_id, registry_path, trust_run
+from runstore.trust import new_run_id, trust_run
+from search.driver import RunInterrupted as SearchInterrupted
+from search.driver import check_cluster_resources as _check_cluster_resources
+from search.driver import (
+    check_saved_settings,
+    mark_finished,
+    record_failed_trials,
+    report_and_push,
+    resume_settings,
+    run_or_interrupted,
+    run_place,
+)
+from search.driver import fit_interrupted as _fit_interrupted
+from search.driver import start_ray as _start_ray
 from search.faults import StorageFault, storage_failure
 from search.settings import (
     SCHEDULERS,
@@ -40,7 +51,7 @@ from search.settings import (
     saved_settings,
     validate,
 )
-from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
+from search.storage import pull_trial_files, push_run_files
 
 __all__ = ["METRICS", "SearchInterrupted", "SearchSettings", "default_rung_metric", "main", "run_search"]
 
@@ -125,23 +136,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_cluster_resources(address: str | None, cpus: float, gpus: float) -> None:
-    """After Ray starts: refuse on a local run, warn on a cluster (its autoscaler may add nodes later)."""
-    import ray
-
-    have = ray.cluster_resources()
-    short = [
-        f"{need:g} {kind} per trial but the cluster has {have.get(key, 0):g}"
-        for kind, key, need in (("CPU(s)", "CPU", cpus), ("GPU(s)", "GPU", gpus))
-        if need > float(have.get(key, 0))
-    ]
-    if not short:
-        return
-    if not address:
-        raise UserError(f"this machine cannot run a trial: {'; '.join(short)}")
-    log.warning("%s: no trial can start until the cluster grows (an autoscaler may add nodes)", "; ".join(short))
-
-
 def _check_decoded(prepared: Any, root: Path) -> None:
     """Refuse data that leaves a split empty once broken files are skipped: every trial would fail on it."""
     train, val = len(prepared.train), len(prepared.val)
@@ -157,65 +151,6 @@ def _check_decoded(prepared: Any, root: Path) -> None:
         f"--data: {root} leaves {train} training and {val} validation image(s) that decode "
         f"({len(prepared.broken)} broken file(s) skipped); a search needs both"
     )
-
-
-class SearchInterrupted(Exception):
-    """The search stopped before every trial finished; it can be resumed."""
-
-
-def _sigint_sentinel(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _fit_interrupted(tuner: Any) -> tuple[bool, Any]:
-    """Run ``tuner.fit()``; return (True if Ctrl+C or SIGTERM stopped it, the ``ResultGrid``).
-
-    Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
-    terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
-    before ``fit`` and found again after it means the search was interrupted.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False, tuner.fit()
-    signal.signal(signal.SIGINT, _sigint_sentinel)
-    # SIGTERM (a spot node's notice, `kill`, a scheduler's stop) stops the search as Ctrl+C does: Tune handles SIGINT.
-    previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
-    try:
-        grid = tuner.fit()
-        return signal.getsignal(signal.SIGINT) is _sigint_sentinel, grid
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, previous_term)
-
-
-def _record_failed_trials(run_dir: Path, grid: Any) -> None:
-    """Write the trial folders Tune ended as ERROR into run.json.
-
-    A trial folder's ``error.txt`` alone does not say that: Tune also writes it for a failure it recovered from (a
-    worker that died, a node that left), after which the trial may have finished normally.
-    """
-    info = load_run_info(run_dir)
-    info["failed_trials"] = sorted(Path(r.path).name for r in grid if r.error is not None)
-    write_run_info(run_dir, info)
-
-
-def _start_ray(address: str | None, cpus: int | None = None) -> bool:
-    """Start (or join) Ray unless this process already has; True if this call did."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # "local": a fresh single-machine instance, even when a `ray start` cluster runs here (ray.init() would join
-        # that one silently); joining a cluster is what --address is for.
-        ray.init(
-            address="local",
-            num_cpus=cpus or len(os.sched_getaffinity(0)),
-            include_dashboard=False,
-            log_to_driver=True,
-        )
-    return True
 
 
 def _leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int = 8) -> str:
@@ -275,16 +210,8 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose
     catalog = DataCatalog(s.data, info.task, val_fraction=s.val_fraction, split_seed=s.seed)
 
     started = datetime.now(timezone.utc)
-    name = run_name(s, started)
-    # A URI (s3://, gs://, file://): Tune writes there directly, our files go to a local mirror and are copied up.
-    remote = is_uri(s.storage)
-    storage_path = s.storage if remote else str(Path(s.storage).expanduser().resolve())
-    uri = run_uri(s.storage, name) if remote else None
-    run_dir = resume_dir or (Path("runs").resolve() / name if remote else Path(storage_path) / name)
-    if resume_dir is None and (run_dir / "run.json").exists():
-        raise UserError(
-            f"--name: {run_dir} already holds a run; continue it with --resume {run_dir} or pick a new name"
-        )
+    place = run_place(s.storage, run_name(s, started), resume_dir)
+    storage_path, uri, run_dir = place.storage_path, place.uri, place.run_dir
     with console_for(run_dir / LOG_FILE, verbose=verbose) as console:
         if not verbose:
             console.line(f"search {s.space} -> {uri or run_dir}  (full log: {run_dir / LOG_FILE})")
@@ -376,6 +303,7 @@ def _search_on_ray(
             run_dir,
             {
                 **r.run_info(),
+                "kind": "search",
                 "run_id": run_id,
                 "data": description,
                 "started": started.isoformat(),
@@ -407,7 +335,7 @@ def _search_on_ray(
     reason = fault_guard.stopped_by_storage()
     if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last one)
         raise _storage_fault(uri or run_dir, reason)
-    _record_failed_trials(run_dir, grid)
+    record_failed_trials(run_dir, grid)
     if interrupted:
         # Ctrl+C (or SIGTERM): Tune saved its state and stopped; the unfinished trials resume from their checkpoints.
         if uri is not None:
@@ -462,13 +390,7 @@ def _finish(
     """
     from search.export import export_best
 
-    info = load_run_info(run_dir)
-    info["finished"] = True
-    info["ended"] = datetime.now(timezone.utc).isoformat()
-    write_run_info(run_dir, info)
-    if uri is not None:
-        pull_trial_files(uri, run_dir)
-    trials_csv = write_trials_csv(run_dir)
+    trials_csv = mark_finished(run_dir, uri)
     trials = load_trials(run_dir)
     out("")
     out(_leaderboard(trials, metric, mode))
@@ -480,32 +402,8 @@ def _finish(
         out(f"no best config: {exc}")
     out(f"trials:       {trials_csv}")
     out(f"optuna study: sqlite:///{run_dir / STUDY_FILE}  (optuna-dashboard or optuna.load_study)")
-    if report:
-        out(_build_report(run_dir))
-    if uri is not None:
-        push_run_files(run_dir, uri)
-        out(f"storage:      {uri}  (local mirror: {run_dir})")
-    out(f"run dir:      {run_dir}")
+    report_and_push(run_dir, report, uri, out)
     return run_dir
-
-
-def _build_report(run_dir: Path) -> str:
-    """Build the run's report; the line to show. A report that fails is logged with the command to rebuild it and
-    does not fail the search: the trials are done and their files are what matters."""
-    try:
-        from reports.build import build_report
-
-        return f"report:       {build_report(run_dir)}"
-    except Exception as exc:  # noqa: BLE001 - any failure here must leave the run intact
-        rebuild = f"python -m reports.build {run_dir}"
-        log.error(
-            "the report could not be built (%s: %s); rebuild it with: %s",
-            type(exc).__name__,
-            exc,
-            rebuild,
-            exc_info=True,
-        )
-        return f"report:       not built ({type(exc).__name__}: {exc}); rebuild it with: {rebuild}"
 
 
 @cli
@@ -513,33 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%X")
     if args.resume:
-        if is_uri(args.resume):
-            # A run kept in object storage: fetch its own files into the local mirror, then resume from the URI.
-            run_dir = Path("runs").resolve() / args.resume.rstrip("/").rsplit("/", 1)[-1]
-            pull_run_files(args.resume, run_dir)
-        else:
-            run_dir = Path(args.resume).expanduser().resolve()
-        info = load_run_info(run_dir)
-        settings = _settings_from_run_info(info, run_dir, args.address)
-        if info.get("finished") is True:
-            raise UserError(
-                f"--resume: {run_dir} was finished (ended {info.get('ended', 'at an unknown time')}); nothing to "
-                "resume. Start a new run with --name, or rebuild its files with search.export / reports.build"
-            )
-        storage = info.get("storage", "")
-        experiment = run_uri(storage, info["name"]) if isinstance(storage, str) and is_uri(storage) else str(run_dir)
-        if not is_trusted(experiment, info.get("run_id")):
-            if not args.trust_run:
-                raise UserError(
-                    f"--resume: {experiment} was not created on this machine (not in {registry_path()}); resuming "
-                    "unpickles its Tune state, which can run code. If you trust this folder, add --trust-run"
-                )
-            if isinstance(info.get("run_id"), str) and info["run_id"]:
-                trust_run(experiment, info["run_id"])
-        from ray.tune import Tuner
-
-        if not Tuner.can_restore(experiment):
-            raise UserError(f"--resume: {experiment} holds no Ray Tune experiment state to resume")
+        run_dir, settings = resume_settings(
+            args.resume, args.trust_run, args.address, _settings_from_run_info, "search.export / reports.build"
+        )
         if args.address:
             settings.address = args.address
         return _run_or_interrupted(settings, resume_dir=run_dir, verbose=args.verbose)
@@ -556,23 +430,11 @@ def _settings_from_run_info(info: dict[str, Any], run_dir: Path, address: str | 
     saved, name = info.get("settings"), info.get("name")
     if not isinstance(saved, dict) or not isinstance(name, str):
         raise UserError(f'{where}: no "settings" object or "name"; expected a run.json written by search.run')
-    known = {f.name: f for f in dataclasses.fields(SearchSettings)}
-    unknown = sorted(set(saved) - set(known))
-    if unknown:
-        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    if info.get("kind", "search") != "search":
+        raise UserError(f"{where}: a {info['kind']} run, not a search; resume it with python -m search.{info['kind']}")
+    check_saved_settings(saved, where, SearchSettings)
     if "space" not in saved:
         raise UserError(f"{where}: settings has no space; expected a run.json written by search.run")
-    for key, value in saved.items():
-        kind = str(known[key].type)
-        ok = (
-            (value is None and "None" in kind)
-            or (kind.startswith("str") and isinstance(value, str))
-            or (kind.startswith("bool") and isinstance(value, bool))
-            or (kind.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
-            or (kind.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool))
-        )
-        if not ok:
-            raise UserError(f"{where}: setting {key} is {value!r}; expected {kind}")
     settings = saved_settings({"settings": saved})
     settings.name = name  # a stamped default name must not be stamped anew
     settings.address = address or settings.address
@@ -584,35 +446,7 @@ def _settings_from_run_info(info: dict[str, Any], run_dir: Path, address: str | 
 
 
 def _run_or_interrupted(settings: SearchSettings, resume_dir: Path | None = None, verbose: bool = False) -> int:
-    try:
-        run_dir = run_search(settings, resume_dir=resume_dir, verbose=verbose)
-    except SearchInterrupted as exc:
-        print(str(exc), file=sys.stderr)
-        return 130
-    except StorageFault as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return _exit_without_result(run_dir, settings.metric)
-
-
-def _exit_without_result(run_dir: Path, metric: str) -> int:
-    """0 if some trial scored ``metric``; else 1 with one line: the first trial error and where the logs are."""
-    trials = load_trials(run_dir)
-    if metric in trials.columns and trials[metric].notna().any():
-        return 0
-    errors = trials[trials["error"].fillna("").astype(str).ne("")] if "error" in trials.columns else trials.iloc[0:0]
-    first = ""
-    if not errors.empty:
-        row = errors.iloc[0]
-        first = f"; first error (trial {row['trial_id']}): {' '.join(str(row['error']).split())[:300]}"
-        logs = f"{run_dir / str(row['trial_dir']) / 'error.txt'}"
-    else:
-        logs = str(run_dir)
-    print(
-        f"error: no trial reported {metric} ({len(trials.groupby('trial_id'))} trial(s)){first}; logs: {logs}",
-        file=sys.stderr,
-    )
-    return 1
+    return run_or_interrupted(lambda: run_search(settings, resume_dir=resume_dir, verbose=verbose), settings.metric)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ __all__ = [
     "run_name",
     "saved_settings",
     "validate",
+    "validate_run_flags",
 ]
 
 #: Defaults per hardware profile. The CPU ones make the plain command finish in under ten minutes on 2 cores.
@@ -71,9 +72,7 @@ class SearchSettings:
 def validate(s: SearchSettings) -> None:
     """``UserError`` naming the flag for anything out of range; nothing is started before this passes."""
     from spaces import list_spaces
-    from trainables.weights import check_policy
 
-    check_policy(s.weights)
     if s.scheduler not in SCHEDULERS:
         raise UserError(f"--scheduler: unknown scheduler {s.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
     if s.space not in list_spaces():
@@ -83,27 +82,15 @@ def validate(s: SearchSettings) -> None:
         ("--max-epochs", s.max_epochs, 1),
         ("--grace-period", s.grace_period, 1),
         ("--reduction-factor", s.reduction_factor, 2),
-        ("--max-concurrent", s.max_concurrent, 1),
         ("--startup-trials", s.startup_trials, 1),
     ):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
-    for flag, value in (
-        ("--cpus-per-trial", s.cpus_per_trial),
-        ("--gpus-per-trial", s.gpus_per_trial),
-        ("--time-budget", s.time_budget_s),
-        ("--val-fraction", s.val_fraction),
-    ):
+    for flag, value in (("--time-budget", s.time_budget_s), ("--val-fraction", s.val_fraction)):
         if value is not None and not math.isfinite(value):
             raise UserError(f"{flag} must be a finite number, got {value}")
     if s.time_budget_s is not None and s.time_budget_s < 0:
         raise UserError(f"--time-budget must be >= 0 seconds (0 = no budget), got {s.time_budget_s}")
-    if s.name is not None:
-        check_run_name(s.name)
-    if s.cpus_per_trial <= 0:
-        raise UserError(f"--cpus-per-trial must be > 0, got {s.cpus_per_trial}")
-    if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
-        raise UserError(f"--gpus-per-trial must be >= 0, got {s.gpus_per_trial}")
     for flag, value in (("--metric", s.metric), ("--rung-metric", s.rung_metric)):
         if value is not None and value not in METRICS and not value.startswith("val_recall_"):
             raise UserError(
@@ -111,6 +98,26 @@ def validate(s: SearchSettings) -> None:
             )
     if not 0 < s.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {s.val_fraction}")
+    validate_run_flags(s)
+
+
+def validate_run_flags(s: Any) -> None:
+    """The checks of the flags every command that runs trials on Ray takes (``weights``, ``name``, ``data``,
+    ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``, ``address`` of a search's or a study's settings)."""
+    from trainables.weights import check_policy
+
+    check_policy(s.weights)
+    if s.max_concurrent is not None and s.max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be >= 1, got {s.max_concurrent}")
+    for flag, value in (("--cpus-per-trial", s.cpus_per_trial), ("--gpus-per-trial", s.gpus_per_trial)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+    if s.name is not None:
+        check_run_name(s.name)
+    if s.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0, got {s.cpus_per_trial}")
+    if s.gpus_per_trial is not None and s.gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0, got {s.gpus_per_trial}")
     if s.data is not None and not Path(s.data).expanduser().is_dir():
         raise UserError(f"--data: {s.data} is not a directory; expected a chest_xray folder or class folders")
     if not s.address:

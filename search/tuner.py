@@ -14,7 +14,7 @@ from runstore.layout import STUDY_FILE
 from runstore.metrics import metric_mode
 from search.settings import ResolvedSearch
 
-__all__ = ["build_tuner", "make_scheduler", "make_searcher", "searcher_concurrency"]
+__all__ = ["build_tuner", "make_scheduler", "make_searcher", "run_config", "searcher_concurrency"]
 
 
 def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
@@ -92,7 +92,7 @@ def build_tuner(
     callbacks: list[Any] | None = None,
 ) -> Any:
     """A new ``Tuner`` for the resolved search: searcher, scheduler, one checkpoint kept per trial, one retry."""
-    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+    from ray.tune import TuneConfig, Tuner
 
     scheduler, metric, mode = make_scheduler(r)
     return Tuner(
@@ -107,12 +107,20 @@ def build_tuner(
             time_budget_s=r.time_budget_s,
             reuse_actors=False,
         ),
-        run_config=RunConfig(
-            name=r.name,
-            storage_path=storage_path,
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-            failure_config=FailureConfig(max_failures=1),
-            callbacks=callbacks,
-            verbose=1,
-        ),
+        run_config=run_config(r.name, storage_path, callbacks),
+    )
+
+
+def run_config(name: str, storage_path: str, callbacks: list[Any] | None = None) -> Any:
+    """Tune's ``RunConfig`` of a search or a study: the experiment ``name`` under ``storage_path``, the last checkpoint
+    kept per trial (what ``--resume`` continues from), one retry of a trial whose worker failed."""
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig(
+        name=name,
+        storage_path=storage_path,
+        checkpoint_config=CheckpointConfig(num_to_keep=1),
+        failure_config=FailureConfig(max_failures=1),
+        callbacks=callbacks,
+        verbose=1,
     )

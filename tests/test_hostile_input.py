@@ -333,6 +333,106 @@ def test_a_planted_pickle_in_a_foreign_run_folder_never_runs(work: Path) -> None
     assert snapshot(work) == before
 
 
+# -- search.study: flags and --resume ----------------------------------------------------------------------------
+
+_STUDY = ["--storage", "runs"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ([], ["a study is required", "batch-size", "augmentation"]),
+        (["nope"], ["unknown study 'nope'", "batch-size, augmentation"]),
+        (["batch-size", "--levels", "0,35"], ["--levels", "'0'", "1 to 300"]),
+        (["batch-size", "--levels", "35,301"], ["--levels", "'301'", "1 to 300"]),
+        (["batch-size", "--levels", "eight"], ["--levels", "'eight'"]),
+        (["batch-size", "--levels", "8,,35"], ["--levels", "comma-separated"]),
+        (["batch-size", "--levels", ""], ["--levels", "comma-separated"]),
+        (["batch-size", "--levels", "8,08"], ["--levels", "twice"]),
+        (["augmentation", "--levels", "none,blur"], ["--levels", "'blur'", "none, seed"]),
+        (["augmentation", "--levels", "35"], ["--levels", "'35'"]),
+        (["batch-size", "--seeds", "0"], ["--seeds", "0"]),
+        (["batch-size", "--seeds", "-2"], ["--seeds", "-2"]),
+        (["batch-size", "--epochs", "0"], ["--epochs", ">= 1"]),
+        (["augmentation", "--lr-rule", "linear"], ["--lr-rule", "batch-size study only"]),
+        (["batch-size", "--lr-rule", "fixed,cubic"], ["--lr-rule", "'cubic'", "fixed, linear, sqrt"]),
+        (["batch-size", "--lr-rule", "sqrt,sqrt"], ["--lr-rule", "twice"]),
+        (["batch-size", "--recipe", "nope"], ["--recipe", "'nope'", "seed_tinyvgg"]),
+        (["batch-size", "--recipe", "seed_tinyvgg", "--base", "b.json"], ["--base and --recipe"]),
+        (["batch-size", "--base", "/no/such/best_config.json"], ["/no/such/best_config.json", "no such file"]),
+        (["batch-size", "--task", "pneumonia9class"], ["--task", "'pneumonia9class'"]),
+        (["batch-size", "--weights", "maybe"], ["--weights", "'maybe'"]),
+        (["batch-size", "--name", "../../x"], ["--name", "'../../x'"]),
+        (["batch-size", "--cpus-per-trial", "0"], ["--cpus-per-trial", "> 0"]),
+        (["batch-size", "--cpus-per-trial", "4096"], ["--cpus-per-trial 4096", "CPU(s)"]),
+        (["batch-size", "--max-concurrent", "0"], ["--max-concurrent", ">= 1"]),
+        (["augmentation", "--data", "/no/such/folder"], ["--data", "/no/such/folder"]),
+    ],
+)
+def test_search_study_refuses_bad_flags_before_ray(
+    flags: list[str], words: list[str], work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(work)
+    code, err = call("search.study", [*flags, *_STUDY], capsys)
+    assert_refused(code, err, *words)
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ("{not json", ["base.json", "not valid JSON"]),
+        ({"config": {"model": "tinyvgg"}}, ["base.json", "not a best_config.json"]),
+        (_best_doc({"model": "vgg99"}), ["base.json", "vgg99"]),
+        (_best_doc({"batch_size": 0}), ["base.json", "batch_size"]),
+    ],
+)
+def test_search_study_refuses_a_base_that_is_not_a_good_best_config(
+    doc: dict | str, words: list[str], work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (work / "base.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    before = snapshot(work)
+    code, err = call("search.study", ["augmentation", "--base", "base.json", *_STUDY], capsys)
+    assert_refused(code, err, *words)
+    assert snapshot(work) == before
+
+
+_STUDY_INFO = {
+    "name": "r",
+    "kind": "study",
+    "settings": {"study": "batch-size"},
+    "study": {"name": "batch-size", "base": {"model": "tinyvgg"}, "levels": {"batch_size": [1, 35]}},
+    "finished": False,
+    "storage": "runs",
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "info", "words"),
+    [
+        ("search.study", _GOOD_INFO, ["run.json", "not a study", "search.run"]),
+        ("search.run", _STUDY_INFO, ["run.json", "study run", "search.study"]),
+        ("search.study", {**_STUDY_INFO, "kind": "sweep"}, ["run.json", "kind", "'sweep'"]),
+        ("search.study", {**_STUDY_INFO, "study": "batch-size"}, ["run.json", "study", "expected dict"]),
+        ("search.study", {k: v for k, v in _STUDY_INFO.items() if k != "study"}, ["run.json", '"study"']),
+        ("search.study", {**_STUDY_INFO, "study": {"name": "batch-size"}}, ["run.json", "no base config"]),
+        ("search.study", {**_STUDY_INFO, "settings": {"study": "nope"}}, ["run.json", "'nope'"]),
+        ("search.study", {**_STUDY_INFO, "settings": {"study": "batch-size", "seeds": "3"}}, ["run.json", "seeds"]),
+        ("search.study", {**_STUDY_INFO, "settings": {"study": "batch-size", "turbo": 1}}, ["run.json", "turbo"]),
+        ("search.study", {**_STUDY_INFO, "finished": True}, ["was finished", "nothing to resume"]),
+        ("search.study", {**_STUDY_INFO, "run_id": "0123abcd"}, ["not created on this machine", "--trust-run"]),
+    ],
+)
+def test_resume_of_a_study_refuses_a_bad_foreign_or_wrong_kind_of_run(
+    command: str, info: dict, words: list[str], work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _resume_run(work, info)
+    before = snapshot(work)
+    code, err = call(command, ["--resume", str(run)], capsys)
+    assert_refused(code, err, *words)
+    assert snapshot(work) == before
+
+
 # -- the one real search: every trial fails ----------------------------------------------------------------------
 
 

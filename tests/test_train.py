@@ -44,6 +44,10 @@ def test_two_epochs_on_real_xrays_beat_the_majority_class(catalog: DataCatalog) 
     expected = {"train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "val_macro_f1", "val_auroc"}
     assert expected | {"val_recall_normal", "val_recall_bacterial", "val_recall_viral"} <= set(last)
     assert last["epoch_seconds"] > 0 and last["train_images_per_s"] > 0
+    # Optimiser steps so far: one per batch of 16, the last partial batch included (a batch of one is dropped).
+    n = len(catalog.get(result.config.image_spec).train)
+    per_epoch = n // 16 + (n % 16 > 1)
+    assert [h["train_steps"] for h in result.history] == [per_epoch, 2 * per_epoch]
 
 
 @pytest.mark.parametrize(

@@ -383,6 +383,8 @@ def train_trial(
             "lr": lr_now,
             "epoch_seconds": time.perf_counter() - t0,
             "train_images_per_s": train["images_per_s"],
+            # Optimiser steps so far: equal epochs are very different amounts of training at batch 1 and at 300.
+            "train_steps": (epoch + 1) * loop.steps_per_epoch,
             "num_params": num_params,
             "device": loop.device.type,
         }
