@@ -84,6 +84,8 @@ _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "data": (dict,),
     "failed_trials": (list,),
     "run_id": (str,),
+    "kind": (str,),
+    "study": (dict,),
 }
 
 
