@@ -34,6 +34,7 @@ def add_band(fig: go.Figure, band: Band, name: str, color: str, hover: str, dash
             go.Scatter(
                 x=band.x + band.x[::-1],
                 y=_nan_free(band.high + band.low[::-1]),
+                mode="lines",
                 fill="toself",
                 fillcolor=f"rgba({r},{g},{b},0.15)",
                 line={"width": 0},

@@ -327,3 +327,20 @@ def test_every_study_page_in_a_browser(browser: Any, tmp_path: Path) -> None:
             assert [h.rsplit("/", 1)[-1] for h in hrefs] == pages
         index = _open(browser, report / "index.html")
         assert "The seed projects' claims, measured" in index["text"] and "verdict" in index["text"]
+
+
+def test_study_pages_escape_level_names_and_classes(tmp_path: Path) -> None:
+    evil = "<script>alert(1)</script>"
+    rows, order = [], 0
+    for level in ("none", evil):
+        for seed in SEEDS:
+            order += 1
+            bal = [0.4, 0.5 + 0.01 * seed]
+            config = {"augmentation": level, "seed": seed, "epochs": 2}
+            rows += _trial_rows(f"e{order:04d}", order, config, _metrics(bal, 30, 10.0))
+    run = _write_study(tmp_path / "evil", "augmentation", ["augmentation"], {"augmentation": ["none", evil]}, 2, rows)
+    index = build_report(run)
+    for name in AUGMENT_PAGES:
+        text = (index.parent / name).read_text()
+        assert evil not in text and text.count("<script") == text.count("</script>"), name
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (index.parent / "gap.html").read_text()
