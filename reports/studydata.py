@@ -130,7 +130,7 @@ class LevelStats:
     level: str
     lr_rule: str | None
     seeds: list[int]
-    final: Interval  # the metric at the last epoch
+    final: Interval  # the metric at the last epoch, over the seeds that trained every epoch
     best: Interval  # the metric at each seed's best epoch
     final_train_acc: Interval
     final_val_acc: Interval
@@ -225,11 +225,16 @@ def _band(frames: list[pd.DataFrame], y: Callable[[pd.DataFrame], pd.Series], x:
     return band
 
 
-def _level_stats(run: RunData, level: str, lr_rule: str | None, frames: dict[int, pd.DataFrame]) -> LevelStats:
+def _level_stats(
+    run: RunData, level: str, lr_rule: str | None, frames: dict[int, pd.DataFrame], epochs: int
+) -> LevelStats:
+    """One level's numbers. The final and best values (and the final gaps and accuracies) use only the seeds that
+    trained all ``epochs`` (a trial still running or failed would compare an earlier epoch); curves use every seed."""
     metric, chance = run.metric, run.chance
     seeds = sorted(frames)
     fs = [frames[s] for s in seeds]
-    last = [f.iloc[-1] for f in fs]
+    done = [f for f in fs if len(f) >= epochs]
+    last = [f.iloc[-1] for f in done]
     best_of = max if run.mode == "max" else min
     curves = [[float(v) for v in col(f, "val_balanced_acc")] for f in fs]
     near = [epochs_near_chance(c, chance) for c in curves]
@@ -241,7 +246,7 @@ def _level_stats(run: RunData, level: str, lr_rule: str | None, frames: dict[int
         lr_rule=lr_rule,
         seeds=seeds,
         final=t_interval([float(r[metric]) for r in last]),
-        best=t_interval([float(best_of(f[metric].dropna())) for f in fs]),
+        best=t_interval([float(best_of(f[metric].dropna())) for f in done]),
         final_train_acc=t_interval([float(r["train_acc"]) for r in last]),
         final_val_acc=t_interval([float(r["val_acc"]) for r in last]),
         gap_acc_final=t_interval([float(r["train_acc"] - r["val_acc"]) for r in last]),
@@ -304,7 +309,7 @@ def collect_study(run: RunData) -> StudyData:
                 int(plain(df["config/seed"].iloc[0]) if "config/seed" in df.columns else i): df.sort_values("epoch")
                 for i, (_, df) in enumerate(sub.groupby("trial_id", sort=False))
             }
-            data.groups.append(_level_stats(run, level, rule, frames))
+            data.groups.append(_level_stats(run, level, rule, frames, data.epochs))
     data.verdicts = batch_size_verdicts(data) if factor == "batch_size" else augmentation_verdicts(data)
     return data
 

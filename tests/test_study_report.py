@@ -196,6 +196,18 @@ def test_batch_study_means_intervals_curves_and_chance(tmp_path: Path) -> None:
     assert b1.seconds_per_epoch.mean == 60 and b300.images_per_s.mean == pytest.approx(N_TRAIN / 8)
 
 
+def test_a_seed_still_running_is_left_out_of_the_final_interval(tmp_path: Path) -> None:
+    run = write_batch_study(tmp_path / "bs")
+    csv = pd.read_csv(run / "trials.csv")
+    seed2 = (csv["config/batch_size"] == 35) & (csv["config/seed"] == 2)
+    csv = csv[~(seed2 & (csv["epoch"] > 4))]  # batch 35, seed 2 has reported 4 of 6 epochs
+    csv.loc[seed2, "status"] = "RUNNING"
+    csv.to_csv(run / "trials.csv", index=False)
+    b35 = collect_study(rundata.load_run(run)).group("35")
+    assert b35 is not None and b35.final.n == 2 and b35.final.mean == pytest.approx(0.71)  # seeds 0 and 1
+    assert b35.curve.mean[:4] == pytest.approx([0.52, 0.62, 0.67, 0.70]) and b35.curve.mean[5] == pytest.approx(0.71)
+
+
 def test_augmentation_study_gap_intervals(tmp_path: Path) -> None:
     study = collect_study(rundata.load_run(write_augment_study(tmp_path / "aug")))
     assert study.factor == "augmentation" and [g.level for g in study.groups] == ["none", "seed", "all", "rotate"]
