@@ -7,78 +7,130 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from reports.page import PALETTE, Page, esc, escs, layout, table
-from reports.rundata import RunData, category_key, col
+from reports.rundata import (
+    STALL_EPOCHS,
+    STALL_MARGIN,
+    RunData,
+    category_key,
+    col,
+    confounded,
+    equal_training,
+    stall_rule,
+    stalled,
+)
 from runstore.ranking import plain
 
-__all__ = ["BatchSizeStats", "Curve", "STALL_MARGIN", "build_page", "collect_batch_size", "collect_learning_curves"]
+__all__ = [
+    "BatchSizeStats",
+    "CONFOUNDED",
+    "Curve",
+    "STALL_EPOCHS",
+    "STALL_MARGIN",
+    "build_page",
+    "collect_batch_size",
+    "collect_learning_curves",
+]
 
+#: What a search can and cannot say about batch size, and the study that answers it.
+CONFOUNDED = confounded("batch size", "batch-size")
 
-#: A trial "stalled" when its best validation balanced accuracy came within this much of chance (1 / classes).
-STALL_MARGIN = 0.02
+_OUTCOMES = ("trained", "stopped early", "stalled")
 
 
 @dataclass
 class BatchSizeStats:
-    """Per trial: batch size, learning rate, score, best balanced accuracy, stalled or not; then per batch size."""
+    """Per trial: batch size, learning rate, score, outcome (trained, stopped early, stalled); then per batch size.
+
+    ``equal_epoch``: the furthest epoch every scored trial reached; ``score_equal`` is each trial's metric there.
+    """
 
     metric: str
     chance: float
     stall_rule: str
-    per_trial: pd.DataFrame  # trial_id, batch_size, lr, lr_per_sample, score, best_balanced_acc, stalled
-    per_size: pd.DataFrame  # batch_size, trials, stalled, stalled_share, median_score, best_score
+    equal_epoch: int
+    per_trial: pd.DataFrame  # trial_id, batch_size, lr, lr_per_sample, score, score_equal, epochs, outcome, stalled
+    per_size: pd.DataFrame  # batch_size, trials, stopped_early, judged, stalled, stalled_share, scores (see below)
+
+
+_TRIAL_COLS = ["trial_id", "batch_size", "lr", "lr_per_sample", "score", "score_equal", "epochs", "outcome", "stalled"]
+_SIZE_COLS = [
+    "batch_size",
+    "trials",
+    "stopped_early",
+    "judged",
+    "stalled",
+    "stalled_share",
+    "median_score",
+    "best_score",
+    "median_equal",
+]
 
 
 def collect_batch_size(run: RunData) -> BatchSizeStats:
-    """Score by batch size, and how often each batch size stalled at chance (the majority-class answer).
+    """Score by batch size at the best epoch and at equal training, and how often each batch size stalled.
 
-    Stalled: the trial's best validation balanced accuracy over all its epochs is within :data:`STALL_MARGIN` of
-    chance, 1 / number of classes (what a model that always answers one class, e.g. the majority class, scores).
+    Outcome per trial: "stalled" when :func:`reports.rundata.stalled` says so (needs :data:`STALL_EPOCHS` epochs);
+    else "stopped early" when ASHA stopped it; else "trained". A trial ASHA stopped before :data:`STALL_EPOCHS`
+    epochs is therefore never "stalled": at its first rung many trials still answer one class.
     """
     chance = run.chance
-    rule = (
-        f"stalled = best val_balanced_acc over all epochs ≤ 1/{len(run.classes)} + {STALL_MARGIN} = "
-        f"{chance + STALL_MARGIN:.3f} (a model that always answers one class scores exactly 1/{len(run.classes)})"
-    )
+    rule = stall_rule(len(run.classes))
     s = run.scored
     t = run.trials
     if s.empty:
-        cols = ["trial_id", "batch_size", "lr", "lr_per_sample", "score", "best_balanced_acc", "stalled"]
-        empty = pd.DataFrame(columns=cols)
-        size_cols = ["batch_size", "trials", "stalled", "stalled_share", "median_score", "best_score"]
-        return BatchSizeStats(run.metric, chance, rule, empty, pd.DataFrame(columns=size_cols))
-    best_bal = t.groupby("trial_id")["val_balanced_acc"].max() if "val_balanced_acc" in t.columns else None
+        return BatchSizeStats(
+            run.metric, chance, rule, 0, pd.DataFrame(columns=_TRIAL_COLS), pd.DataFrame(columns=_SIZE_COLS)
+        )
+    ids = s["trial_id"].astype(str)
+    equal_epoch, at_equal = equal_training(run, list(ids))
     per = pd.DataFrame(
         {
-            "trial_id": s["trial_id"].astype(str),
+            "trial_id": ids,
             "batch_size": pd.to_numeric(col(s, "config/batch_size"), errors="coerce"),
             "lr": pd.to_numeric(col(s, "config/lr"), errors="coerce"),
             "score": s[run.metric].astype(float),
+            "status": col(s, "status").astype(str),
         }
     )
     per["lr_per_sample"] = per["lr"] / per["batch_size"]
-    per["best_balanced_acc"] = per["trial_id"].map(best_bal) if best_bal is not None else np.nan
-    per["stalled"] = per["best_balanced_acc"] <= chance + STALL_MARGIN + 1e-9
+    per["score_equal"] = per["trial_id"].map(at_equal)
+    curves = (
+        {
+            str(tid): [float(v) for v in df.sort_values("epoch")["val_balanced_acc"]]
+            for tid, df in t.dropna(subset=["val_balanced_acc"]).groupby("trial_id")
+        }
+        if "val_balanced_acc" in t.columns
+        else {}
+    )
+    per["epochs"] = [len(curves.get(tid, [])) for tid in per["trial_id"]]
+    per["stalled"] = [bool(stalled(curves.get(tid, []), chance)) for tid in per["trial_id"]]
+    per["outcome"] = [
+        "stalled" if st else "stopped early" if status == "STOPPED" else "trained"
+        for st, status in zip(per["stalled"], per["status"])
+    ]
+    per["judged"] = per["epochs"] >= STALL_EPOCHS
     per = per.dropna(subset=["batch_size"]).reset_index(drop=True)
     per["batch_size"] = per["batch_size"].astype(int)
     sizes = (
         per.groupby("batch_size")
         .agg(
             trials=("trial_id", "size"),
+            stopped_early=("outcome", lambda o: int((o == "stopped early").sum())),
+            judged=("judged", "sum"),
             stalled=("stalled", "sum"),
             median_score=("score", "median"),
             best_score=("score", "max" if run.mode == "max" else "min"),
+            median_equal=("score_equal", "median"),
         )
         .reset_index()
     )
-    sizes["stalled"] = sizes["stalled"].astype(int)
-    sizes["stalled_share"] = sizes["stalled"] / sizes["trials"]
-    sizes = sizes[["batch_size", "trials", "stalled", "stalled_share", "median_score", "best_score"]]
-    return BatchSizeStats(run.metric, chance, rule, per, sizes)
+    sizes[["judged", "stalled"]] = sizes[["judged", "stalled"]].astype(int)
+    sizes["stalled_share"] = (sizes["stalled"] / sizes["judged"]).where(sizes["judged"] > 0)
+    return BatchSizeStats(run.metric, chance, rule, equal_epoch, per[_TRIAL_COLS], sizes[_SIZE_COLS])
 
 
 @dataclass
@@ -109,37 +161,50 @@ def _size_colors(sizes: Sequence[object]) -> dict[str, str]:
     return {str(s): PALETTE[i % len(PALETTE)] for i, s in enumerate(sizes)}
 
 
-def draw_batch_scores(bs: BatchSizeStats) -> go.Figure:
-    """Each trial's score at its batch size (stalled trials as crosses), with a box per batch size."""
-    per = bs.per_trial
-    sizes = sorted(per["batch_size"].unique())
+#: Marker per trial outcome: stopped-early trials have their own, so they are never read as stalled.
+_MARKERS = {"trained": "circle", "stopped early": "triangle-down-open", "stalled": "x"}
+
+
+def draw_batch_scores(bs: BatchSizeStats, equal: bool = False) -> go.Figure:
+    """Each trial's score (or its score at the equal-training epoch) at its batch size, one marker per outcome,
+    with a box per batch size."""
+    per = bs.per_trial.dropna(subset=["score_equal"]) if equal else bs.per_trial
+    y = "score_equal" if equal else "score"
+    sizes = sorted(bs.per_trial["batch_size"].unique())
     fig = go.Figure()
     fig.add_trace(
         go.Box(
             name="spread",
             x=[str(s) for s in per["batch_size"]],
-            y=list(per["score"]),
+            y=list(per[y]),
             boxpoints=False,
             fillcolor="rgba(0,0,0,0.04)",
             line={"color": "#999"},
         )
     )
-    for stalled, name, symbol in ((False, "trial", "circle"), (True, "trial, stalled at chance", "x")):
-        sub = per[per["stalled"] == stalled]
+    for outcome in _OUTCOMES:
+        sub = per[per["outcome"] == outcome]
         if not sub.empty:
             fig.add_trace(
                 go.Scatter(
                     x=[str(s) for s in sub["batch_size"]],
-                    y=list(sub["score"]),
+                    y=list(sub[y]),
                     mode="markers",
-                    name=name,
-                    marker={"symbol": symbol, "size": 10},
+                    name=f"trial, {outcome}",
+                    marker={"symbol": _MARKERS[outcome], "size": 10},
                     text=escs(sub["trial_id"]),
-                    hovertemplate="batch %{x}, trial %{text}<br>score %{y:.4f}<extra></extra>",
+                    customdata=list(sub["epochs"]),
+                    hovertemplate=f"batch %{{x}}, trial %{{text}} ({outcome}, %{{customdata}} epochs)"
+                    "<br>score %{y:.4f}<extra></extra>",
                 )
             )
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=[str(s) for s in sizes])
-    return layout(fig, f"Best {esc(bs.metric)} by batch size", xaxis_title="batch size", yaxis_title=esc(bs.metric))
+    title = (
+        f"{esc(bs.metric)} at epoch {bs.equal_epoch} (equal training) by batch size"
+        if equal
+        else f"Best {esc(bs.metric)} by batch size"
+    )
+    return layout(fig, title, xaxis_title="batch size", yaxis_title=esc(bs.metric))
 
 
 def draw_learning_curves(curves: list[Curve], metric: str, by: str = "batch size") -> go.Figure:
@@ -168,12 +233,13 @@ def draw_learning_curves(curves: list[Curve], metric: str, by: str = "batch size
 
 
 def draw_stalled(bs: BatchSizeStats) -> go.Figure:
-    s = bs.per_size
+    """Share of the trials long enough to judge (at least STALL_EPOCHS epochs) that stalled, per batch size."""
+    s = bs.per_size[bs.per_size["judged"] > 0]
     fig = go.Figure(
         go.Bar(
             x=[str(v) for v in s["batch_size"]],
             y=list(s["stalled_share"]),
-            text=[f"{k} of {n}" for k, n in zip(s["stalled"], s["trials"])],
+            text=[f"{k} of {n}" for k, n in zip(s["stalled"], s["judged"])],
             textposition="outside",
             hovertemplate="batch %{x}: %{text} stalled<extra></extra>",
         )
@@ -181,7 +247,11 @@ def draw_stalled(bs: BatchSizeStats) -> go.Figure:
     fig.update_xaxes(type="category")
     fig.update_yaxes(range=[0, 1.15], tickformat=".0%")
     return layout(
-        fig, "Share of trials that stalled at chance", xaxis_title="batch size", yaxis_title="stalled", height=380
+        fig,
+        f"Share of trials that stalled at chance (of those that trained at least {STALL_EPOCHS} epochs)",
+        xaxis_title="batch size",
+        yaxis_title="stalled",
+        height=380,
     )
 
 
@@ -198,7 +268,7 @@ def draw_batch_lr(bs: BatchSizeStats) -> go.Figure:
                 "colorscale": "Viridis",
                 "showscale": True,
                 "colorbar": {"title": esc(bs.metric)},
-                "symbol": ["x" if s else "circle" for s in per["stalled"]],
+                "symbol": [_MARKERS[o] for o in per["outcome"]],
             },
             text=escs(per["trial_id"]),
             customdata=list(per["score"]),
@@ -207,7 +277,7 @@ def draw_batch_lr(bs: BatchSizeStats) -> go.Figure:
     )
     fig.update_xaxes(type="log", title="batch size (log)")
     fig.update_yaxes(type="log", title="learning rate (log)")
-    return layout(fig, "Batch size and learning rate (crosses: stalled)")
+    return layout(fig, "Batch size and learning rate (crosses: stalled; open triangles: stopped early)")
 
 
 def draw_lr_per_sample(bs: BatchSizeStats) -> go.Figure:
@@ -244,29 +314,45 @@ def build_page(run: RunData) -> Page:
     )
     bs = collect_batch_size(run)
     has = not bs.per_trial.empty
+    markers = "Circles: trials that trained; open triangles: trials ASHA stopped early; crosses: trials that stalled."
+    page.add("What a search can say about batch size", CONFOUNDED)
     page.add(
         "Score by batch size",
-        f"{run.score_definition} Crosses: trials that stalled at chance.",
+        f"{run.score_definition} {markers} Trials ASHA stopped early had less training than the others; the next "
+        "figure compares every trial at the same epoch.",
         has_data=has,
         figure=lambda: draw_batch_scores(bs),
+    )
+    page.add(
+        "Score at equal training",
+        f"{run.metric} of every scored trial at epoch {bs.equal_epoch}, the furthest epoch all of them reached "
+        "(with ASHA, the furthest rung every trial reached): each has seen the same number of training images there. "
+        + markers,
+        has_data=has and bs.equal_epoch > 0,
+        figure=lambda: draw_batch_scores(bs, equal=True),
     )
     rows = [
         {
             "batch size": r.batch_size,
             "trials": r.trials,
+            "stopped early": r.stopped_early,
+            f"trained ≥ {STALL_EPOCHS} epochs": r.judged,
             "stalled": r.stalled,
-            "stalled share": f"{r.stalled_share:.0%}",
+            "stalled share": "" if pd.isna(r.stalled_share) else f"{r.stalled_share:.0%}",
             "median score": r.median_score,
             "best score": r.best_score,
+            f"median at epoch {bs.equal_epoch}": r.median_equal,
         }
         for r in bs.per_size.itertuples()
     ]
+    columns = list(rows[0]) if rows else []
+    judged = int(bs.per_size["judged"].sum()) if has else 0
     page.add(
         "Stalled at the majority-class rate",
-        f"Rule: {bs.stall_rule}.",
+        f"Rule: {bs.stall_rule}. {judged} trial(s) trained long enough to be judged.",
         has_data=has,
-        figure=lambda: draw_stalled(bs),
-        table=lambda: table(["batch size", "trials", "stalled", "stalled share", "median score", "best score"], rows),
+        figure=(lambda: draw_stalled(bs)) if judged else None,
+        table=lambda: table(columns, rows),
     )
     curves = collect_learning_curves(run)
     page.add(

@@ -1,8 +1,10 @@
 """``python -m reports.build RUN_DIR [-o OUT]``: a run directory to HTML pages a person opens in a browser, offline.
 
-Writes ``index.html`` (overview) and one page per question (batch size, overfitting, resolution and augmentation,
-per class) into ``OUT`` (default ``RUN_DIR/report/``), with ``plotly.min.js`` beside them: nothing is fetched from
-the network. Works on a finished run and on one still going (it shows what has been reported so far).
+For a search: ``index.html`` (overview) and one page per question (batch size, overfitting, resolution and
+augmentation, per class). For an effect study (run.json ``kind: study``, ``python -m search.study``): ``index.html``
+(the claims and verdicts, the effect with intervals), learning curves, overfitting, leaving chance (batch size only)
+and time. Written into ``OUT`` (default ``RUN_DIR/report/``), with ``plotly.min.js`` beside them: nothing is fetched
+from the network. Works on a finished run and on one still going (it shows what has been reported so far).
 """
 
 from __future__ import annotations
@@ -11,21 +13,38 @@ import argparse
 import sys
 from pathlib import Path
 
-from reports import batch_size, overfitting, overview, per_class, resolution
+from reports import (
+    batch_size,
+    overfitting,
+    overview,
+    per_class,
+    resolution,
+    study_chance,
+    study_cost,
+    study_curves,
+    study_gap,
+    study_overview,
+)
 from reports.page import Page, render_page, write_plotly_js
 from reports.rundata import RunData, load_run
+from reports.studydata import collect_study, is_study
 from runstore.atomic import write_text
 from runstore.errors import UserError, cli
 from runstore.layout import REPORT_DIR
 
-__all__ = ["PAGES", "REPORT_DIR", "build_pages", "build_report", "main"]
+__all__ = ["PAGES", "REPORT_DIR", "STUDY_PAGES", "build_pages", "build_report", "main"]
 
-#: The pages in nav order, each a module with ``build_page(run) -> Page``; the first is the index.
+#: A search's pages in nav order, each a module with ``build_page(run) -> Page``; the first is the index.
 PAGES = (overview, batch_size, overfitting, resolution, per_class)
+#: A study's pages in nav order, each a module with ``build_page(study) -> Page`` (or None: not for this study).
+STUDY_PAGES = (study_overview, study_curves, study_gap, study_chance, study_cost)
 
 
 def build_pages(run: RunData) -> list[Page]:
-    """Every page of the report of ``run``, in nav order."""
+    """Every page of the report of ``run`` (a search's or a study's), in nav order."""
+    if is_study(run):
+        study = collect_study(run)
+        return [page for module in STUDY_PAGES if (page := module.build_page(study)) is not None]
     return [module.build_page(run) for module in PAGES]
 
 
@@ -46,9 +65,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m reports.build",
-        description="Turn a search's run directory into HTML pages (Plotly, offline).",
+        description="Turn a search's or a study's run directory into HTML pages (Plotly, offline).",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by search.run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by search.run or search.study")
     p.add_argument("-o", "--out", help="output folder (default: RUN_DIR/report)")
     return p
 

@@ -12,9 +12,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from reports.page import PALETTE, Page, esc, layout, table
-from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, num
+from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, confounded, num
 
 __all__ = ["FitCurve", "build_page", "collect_fit_curves", "collect_gap", "turn_epoch"]
+
+#: Marker per trial: trials ASHA stopped early (often after one epoch) are told apart from those that ran on.
+_MARKERS = {False: "circle", True: "triangle-down-open"}
 
 
 def turn_epoch(train_loss: list[float], val_loss: list[float]) -> int | None:
@@ -79,11 +82,16 @@ def collect_fit_curves(run: RunData) -> list[FitCurve]:
 def collect_gap(run: RunData) -> pd.DataFrame:
     """Per trial at its last epoch: gap = train_acc - val_acc, against augmentation ops on, parameters and epochs.
 
-    Also the turn-up epoch (:func:`turn_epoch`) of every trial.
+    Also the turn-up epoch (:func:`turn_epoch`) of every trial, whether ASHA stopped it early, and ``gap_equal``:
+    the gap at ``equal_epoch``, the furthest epoch every trial here reached (the same in every row), so trials
+    are compared after the same amount of training.
     """
     cols = [
         "trial_id",
         "gap",
+        "gap_equal",
+        "equal_epoch",
+        "stopped_early",
         "train_acc",
         "val_acc",
         "augment_ops",
@@ -96,15 +104,23 @@ def collect_gap(run: RunData) -> pd.DataFrame:
     if t.empty or any(c not in t.columns for c in _FIT_COLUMNS):
         return pd.DataFrame(columns=cols)
     rows = []
-    for tid, df in t.dropna(subset=["train_acc", "val_acc"]).groupby("trial_id", sort=False):
+    fitted = t.dropna(subset=["train_acc", "val_acc"])
+    equal_epoch = int(fitted.groupby("trial_id")["epoch"].max().min()) if not fitted.empty else 0
+    for tid, df in fitted.groupby("trial_id", sort=False):
         df = df.sort_values("epoch")
         last = df.iloc[-1]
+        at_equal = df[df["epoch"].astype(int) == equal_epoch]
         ops = augment_ops_on(last)
         losses = df.dropna(subset=["train_loss", "val_loss"])
         rows.append(
             {
                 "trial_id": str(tid),
                 "gap": float(last["train_acc"] - last["val_acc"]),
+                "gap_equal": float(at_equal["train_acc"].iloc[0] - at_equal["val_acc"].iloc[0])
+                if not at_equal.empty
+                else float("nan"),
+                "equal_epoch": equal_epoch,
+                "stopped_early": str(last.get("status")) == "STOPPED",
                 "train_acc": float(last["train_acc"]),
                 "val_acc": float(last["val_acc"]),
                 "augment_ops": len(ops),
@@ -160,8 +176,10 @@ def draw_fit_curves(curves: list[FitCurve]) -> go.Figure:
     return layout(fig, "Training (dashed) against validation (solid)", height=520)
 
 
-def draw_gap(gap: pd.DataFrame) -> go.Figure:
-    """Generalisation gap at each trial's last epoch against augmentation ops on, parameters and epochs trained."""
+def draw_gap(gap: pd.DataFrame, equal: bool = False) -> go.Figure:
+    """Generalisation gap at each trial's last epoch (or at the equal-training epoch) against augmentation ops on,
+    parameters and epochs trained; trials ASHA stopped early as open triangles."""
+    y = "gap_equal" if equal else "gap"
     fig = make_subplots(
         rows=1,
         cols=3,
@@ -170,16 +188,23 @@ def draw_gap(gap: pd.DataFrame) -> go.Figure:
         horizontal_spacing=0.04,
     )
     hover = [
-        f"trial {esc(t)}<br>gap {g:.3f} (train {a:.3f}, val {v:.3f})<br>augmentation: {esc(n)}"
-        for t, g, a, v, n in zip(gap["trial_id"], gap["gap"], gap["train_acc"], gap["val_acc"], gap["augment_names"])
+        f"trial {esc(t)}<br>gap {g:.3f} (last epoch: train {a:.3f}, val {v:.3f})<br>augmentation: {esc(n)}"
+        + ("<br>stopped early by ASHA" if s else "")
+        for t, g, a, v, n, s in zip(
+            gap["trial_id"], gap[y], gap["train_acc"], gap["val_acc"], gap["augment_names"], gap["stopped_early"]
+        )
     ]
     for col, key in enumerate(("augment_ops", "num_params", "epochs"), start=1):
         fig.add_trace(
             go.Scatter(
                 x=list(gap[key]),
-                y=list(gap["gap"]),
+                y=list(gap[y]),
                 mode="markers",
-                marker={"size": 10, "color": PALETTE[col - 1]},
+                marker={
+                    "size": 10,
+                    "color": PALETTE[col - 1],
+                    "symbol": [_MARKERS[bool(s)] for s in gap["stopped_early"]],
+                },
                 name=key,
                 showlegend=False,
                 hovertext=hover,
@@ -191,9 +216,11 @@ def draw_gap(gap: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(type="log", row=1, col=2)
     fig.update_xaxes(dtick=1, row=1, col=1)
     fig.update_xaxes(dtick=1, row=1, col=3)
-    fig.update_yaxes(title="train_acc - val_acc at the last epoch", row=1, col=1)
+    where = f"at epoch {int(gap['equal_epoch'].iloc[0])}" if equal and not gap.empty else "at the last epoch"
+    fig.update_yaxes(title=f"train_acc - val_acc {where}", row=1, col=1)
     fig.add_hline(y=0, line={"color": "#aaa", "dash": "dot"})
-    return layout(fig, "Generalisation gap", height=420)
+    title = f"Generalisation gap {where} (equal training)" if equal else "Generalisation gap at each trial's end"
+    return layout(fig, title, height=420)
 
 
 def build_page(run: RunData) -> Page:
@@ -232,14 +259,25 @@ def build_page(run: RunData) -> Page:
             ],
         ),
     )
+    page.add("What a search can say about augmentation", confounded("augmentation", "augmentation"))
+    stopped = int(gap["stopped_early"].sum()) if not gap.empty else 0
+    equal_epoch = int(gap["equal_epoch"].iloc[0]) if not gap.empty else 0
     page.add(
         "Generalisation gap",
+        f"Open triangles: the {stopped} trial(s) ASHA stopped early, whose last epoch came sooner than the others'. "
         "train_acc − val_acc at each trial's last epoch, against the number of augmentation ops on "
         f"({', '.join(AUGMENT_OPS.values())}), the model's parameter count and the epochs it trained. "
         "Training accuracy is measured on augmented images while the model is still learning, so a negative gap "
         "is possible.",
         has_data=not gap.empty,
         figure=lambda: draw_gap(gap),
+    )
+    page.add(
+        "Generalisation gap at equal training",
+        f"train_acc − val_acc of every trial at epoch {equal_epoch}, the furthest epoch all of them reached (with "
+        "ASHA, the furthest rung every trial reached): the same number of training images behind each point.",
+        has_data=equal_epoch > 0,
+        figure=lambda: draw_gap(gap, equal=True),
     )
     turned = gap.dropna(subset=["turn_epoch"]) if not gap.empty else gap
     page.add(

@@ -173,8 +173,12 @@ def render_page(page: Page, pages: Sequence[Page], run: RunData) -> str:
         for p in pages
     )
     status = "finished" if run.finished else "not finished"
+    study = run.info.get("study") if run.info.get("kind") == "study" else None
+    what = (
+        f"study {_e(study.get('name', '?'))}" if isinstance(study, dict) else f"space {_e(run.info.get('space', '?'))}"
+    )
     runline = (
-        f"Run <b>{_e(run.name)}</b> · space {_e(run.info.get('space', '?'))} · metric {_e(run.metric)} "
+        f"Run <b>{_e(run.name)}</b> · {what} · metric {_e(run.metric)} "
         f"({_e(run.mode)}imised) · {status} · {_e(run.run_dir)}"
     )
     banner = ""

@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from reports.page import Page, esc, escs, layout, table
-from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, category_key
+from reports.rundata import AUGMENT_OPS, RunData, augment_ops_on, category_key, confounded, equal_training
 from runstore.ranking import plain
 
 __all__ = ["AugmentEffect", "GroupedScores", "build_page", "collect_augmentation", "collect_resolution"]
@@ -64,17 +64,25 @@ class AugmentEffect:
         return float(np.mean(self.on) - np.mean(self.off))
 
 
-def collect_augmentation(run: RunData) -> list[AugmentEffect]:
-    """For each op in :data:`AUGMENT_OPS`: the scores of scored trials that had it on, and of those that had it off."""
+def collect_augmentation(run: RunData, epoch: int | None = None) -> list[AugmentEffect]:
+    """For each op in :data:`AUGMENT_OPS`: the scores of scored trials that had it on, and of those that had it off.
+
+    Scores at each trial's best epoch; with ``epoch``, the metric at that epoch (trials that did not reach it are left
+    out), so that trials stopped early are compared with the others after the same amount of training.
+    """
     s = run.scored
     ops_on = [set(augment_ops_on(r)) for _, r in s.iterrows()]
     scores = [float(v) for v in s[run.metric]] if not s.empty else []
+    if epoch is not None and scores:
+        t = run.trials.dropna(subset=[run.metric])
+        at = t[t["epoch"].astype(int) == epoch].groupby(t["trial_id"].astype(str))[run.metric].first()
+        scores = [float(at.get(str(tid), float("nan"))) for tid in s["trial_id"]]
     return [
         AugmentEffect(
             op,
             rule,
-            [v for v, on in zip(scores, ops_on) if op in on],
-            [v for v, on in zip(scores, ops_on) if op not in on],
+            [v for v, on in zip(scores, ops_on) if op in on and not np.isnan(v)],
+            [v for v, on in zip(scores, ops_on) if op not in on and not np.isnan(v)],
         )
         for op, rule in AUGMENT_OPS.items()
     ]
@@ -100,7 +108,7 @@ def draw_grouped(g: GroupedScores, metric: str) -> go.Figure:
     return layout(fig, f"{esc(metric)} by {esc(g.factor)}", yaxis_title=esc(metric), height=380)
 
 
-def draw_augmentation(effects: list[AugmentEffect], metric: str) -> go.Figure:
+def draw_augmentation(effects: list[AugmentEffect], metric: str, epoch: int = 0) -> go.Figure:
     fig = go.Figure()
     for side, color in (("on", "#1f77b4"), ("off", "#bbbbbb")):
         xs: list[str] = []
@@ -124,7 +132,8 @@ def draw_augmentation(effects: list[AugmentEffect], metric: str) -> go.Figure:
         )
     fig.update_layout(boxmode="group")
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=[esc(e.rule) for e in effects])
-    return layout(fig, f"{esc(metric)} with each augmentation op on and off", yaxis_title=esc(metric))
+    at = f" at epoch {epoch} (equal training)" if epoch else ""
+    return layout(fig, f"{esc(metric)}{at} with each augmentation op on and off", yaxis_title=esc(metric))
 
 
 def build_page(run: RunData) -> Page:
@@ -141,25 +150,41 @@ def build_page(run: RunData) -> Page:
         if len(g.groups) == 1:
             note += f" Every trial in this run used {g.factor} = {g.groups[0]}."
         page.add(f"Score by {g.factor}", note, has_data=bool(g.groups), figure=partial(draw_grouped, g, run.metric))
-    effects = collect_augmentation(run)
-    rows = [
-        {
-            "op": e.op,
-            "on when": e.rule,
-            "trials on": len(e.on),
-            "mean on": sum(e.on) / len(e.on) if e.on else None,
-            "trials off": len(e.off),
-            "mean off": sum(e.off) / len(e.off) if e.off else None,
-            "on − off": e.difference,
-        }
-        for e in effects
-    ]
-    page.add(
-        "Each augmentation op on and off",
-        f"{run.score_definition} Trials differ in more than the one op, so a difference here is a hint, not a "
-        "controlled comparison.",
-        has_data=any(e.on or e.off for e in effects),
-        figure=lambda: draw_augmentation(effects, run.metric),
-        table=lambda: table(["op", "on when", "trials on", "mean on", "trials off", "mean off", "on − off"], rows),
-    )
+    page.add("What a search can say about augmentation", confounded("augmentation", "augmentation"))
+    columns = ["op", "on when", "trials on", "mean on", "trials off", "mean off", "on − off"]
+    equal_epoch, _ = equal_training(run, list(run.scored["trial_id"].astype(str)))
+    for epoch in (None, equal_epoch):
+        effects = collect_augmentation(run, epoch)
+        rows = [
+            {
+                "op": e.op,
+                "on when": e.rule,
+                "trials on": len(e.on),
+                "mean on": sum(e.on) / len(e.on) if e.on else None,
+                "trials off": len(e.off),
+                "mean off": sum(e.off) / len(e.off) if e.off else None,
+                "on − off": e.difference,
+            }
+            for e in effects
+        ]
+        if epoch is not None:
+            title = "Each augmentation op on and off, at equal training"
+            note = (
+                f"{run.metric} of every scored trial at epoch {epoch}, the furthest epoch all of them reached (with "
+                "ASHA, the furthest rung every trial reached), so trials ASHA stopped early are compared with the "
+                "others after the same amount of training."
+            )
+        else:
+            title = "Each augmentation op on and off"
+            note = (
+                f"{run.score_definition} Trials differ in more than the one op, and ASHA let some train longer than "
+                "others, so a difference here is a hint, not a controlled comparison."
+            )
+        page.add(
+            title,
+            note,
+            has_data=any(e.on or e.off for e in effects),
+            figure=partial(draw_augmentation, effects, run.metric, epoch or 0),
+            table=partial(table, columns, rows),
+        )
     return page

@@ -8,6 +8,7 @@ number the leaderboard and ``search.export`` use. Trials are numbered in the ord
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runstore.layout import load_run_info, run_metric
+from runstore.errors import UserError
+from runstore.layout import TRIALS_FILE, load_run_info, run_metric
 from runstore.metrics import metric_mode
 from runstore.ranking import plain, rank_trials
 from runstore.trials import load_trials
@@ -25,14 +27,21 @@ from trainables.augment_config import augment_ops_on as _ops_on
 __all__ = [
     "AUGMENT_OPS",
     "RunData",
+    "STALL_EPOCHS",
+    "STALL_MARGIN",
     "TrialCounts",
     "augment_ops_on",
     "category_key",
     "col",
+    "confounded",
+    "epochs_near_chance",
+    "equal_training",
     "image_pixels",
     "load_run",
     "num",
     "plain",
+    "stall_rule",
+    "stalled",
 ]
 
 
@@ -111,6 +120,22 @@ def _classes(info: dict[str, Any], trials: pd.DataFrame) -> list[str]:
     return [c[len("val_recall_") :] for c in trials.columns if c.startswith("val_recall_")]
 
 
+def _load_trial_table(run_dir: Path) -> pd.DataFrame:
+    """The trial table from Ray Tune's trial folders; from ``trials.csv`` when the directory holds no trial folder
+    (a run copied without Ray's folders, or one written by hand)."""
+    trials = load_trials(run_dir)
+    csv = run_dir / TRIALS_FILE
+    if trials.empty and csv.is_file():
+        try:
+            trials = pd.read_csv(csv)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise UserError(f"{csv}: not a trial table ({exc})") from exc
+        if "trial_id" not in trials.columns:
+            raise UserError(f"{csv}: not a trial table (no trial_id column)")
+        trials["trial_id"] = trials["trial_id"].astype(str)
+    return trials
+
+
 def load_run(run_dir: str | Path) -> RunData:
     """Read a run directory (finished or still going); a clear ``UserError`` when it holds no run."""
     run_dir = Path(run_dir)
@@ -118,7 +143,7 @@ def load_run(run_dir: str | Path) -> RunData:
     settings = info.get("settings") or {}
     metric, mode = run_metric(info)
     mode = metric_mode(metric, mode)
-    trials = load_trials(run_dir)
+    trials = _load_trial_table(run_dir)
     summary = rank_trials(trials, metric, mode)
     if "is_recipe" not in summary.columns:
         summary["is_recipe"] = pd.Series(dtype=bool)
@@ -191,3 +216,69 @@ def image_pixels(text: str) -> int | None:
         return None
     h = int(m.group(1))
     return h * int(m.group(2) or h)
+
+
+# -- near chance, stalled, equal training --------------------------------------------------------------------------
+
+#: A balanced accuracy within this much of chance (1 / classes) is "near chance": what answering one class scores.
+STALL_MARGIN = 0.02
+#: A trial "stalled" when it is still near chance after this many epochs; a shorter trial is never called stalled.
+STALL_EPOCHS = 5
+
+
+def epochs_near_chance(values: Sequence[float], chance: float, margin: float = STALL_MARGIN) -> int:
+    """How many epochs, from the first, a balanced-accuracy curve stays within ``margin`` of ``chance``.
+
+    The curve "leaves chance" at the next epoch; a curve that never leaves returns its length.
+    """
+    near = 0
+    for v in values:
+        if v > chance + margin + 1e-9:
+            break
+        near += 1
+    return near
+
+
+def stalled(values: Sequence[float], chance: float, epochs: int = STALL_EPOCHS) -> bool | None:
+    """Still near chance after ``epochs`` epochs; None when the curve is shorter than that (too short to judge)."""
+    if len(values) < epochs:
+        return None
+    return epochs_near_chance(values[:epochs], chance) >= epochs
+
+
+def stall_rule(n_classes: int, epochs: int = STALL_EPOCHS) -> str:
+    """The stall rule in words, with its numbers."""
+    chance = 1.0 / n_classes if n_classes else float("nan")
+    return (
+        f"stalled = val_balanced_acc still ≤ 1/{n_classes} + {STALL_MARGIN} = {chance + STALL_MARGIN:.3f} at every "
+        f"one of the first {epochs} epochs (a model that always answers one class scores exactly 1/{n_classes}); "
+        f"a trial that trained fewer than {epochs} epochs is never called stalled"
+    )
+
+
+def equal_training(run: RunData, trial_ids: Sequence[str]) -> tuple[int, pd.Series]:
+    """The furthest epoch every one of ``trial_ids`` reported the run's metric at, and each trial's metric there.
+
+    Trials compared at the same number of epochs have seen the same number of training images. With ASHA every
+    stopped trial ends at a rung, so this is the furthest rung all of them reached. (0 and an empty Series when none
+    of them reported the metric.)
+    """
+    t = run.trials
+    if t.empty or run.metric not in t.columns or not len(trial_ids):
+        return 0, pd.Series(dtype="float64")
+    t = t[t["trial_id"].astype(str).isin([str(i) for i in trial_ids])].dropna(subset=[run.metric])
+    if t.empty:
+        return 0, pd.Series(dtype="float64")
+    epoch = int(t.groupby("trial_id")["epoch"].max().min())
+    at = t[t["epoch"].astype(int) == epoch]
+    return epoch, at.groupby(at["trial_id"].astype(str))[run.metric].first().astype(float)
+
+
+def confounded(factor: str, study: str) -> str:
+    """What a search can and cannot say about ``factor``, and the study command that answers the question."""
+    return (
+        f"A search's data is observational: {factor} moves together with the model, the learning rate, the image size "
+        f"and how long ASHA let each trial run, so a difference here is a hint, not an effect of {factor}. The "
+        f"controlled answer (one factor varied, every trial trained the same epochs, several seeds per level) is "
+        f"python -m search.study {study}."
+    )

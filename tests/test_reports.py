@@ -60,7 +60,7 @@ def synth(tmp_path: Path) -> Path:
             val_acc=[0.4, 0.5, 0.6, 0.55],
         ),
     )
-    # 2: batch 8, stopped after 2 epochs, stalled at chance (best 0.34 <= 1/3 + 0.02).
+    # 2: batch 8, stopped after 2 epochs near chance (best 0.34 <= 1/3 + 0.02): stopped early, too short to stall.
     write_trial(run, "bbbb0002", 2, {"batch_size": 8, "lr": 0.01}, _epochs([1 / 3, 0.34], [105, 115]))
     # 3: batch 8, the best trial: 0.8333 at epoch 4, with its own confusion matrix and recalls there.
     c_epochs = _epochs([0.5, 0.7, 0.72, 0.8333], [112, 122, 132, 142], num_params=[5000] * 4)
@@ -77,7 +77,7 @@ def synth(tmp_path: Path) -> Path:
     write_trial(run, "dddd0004", 4, {"model": "resnet18"}, [], error="RuntimeError: CUDA out of memory")
     # 5: failed after two epochs.
     write_trial(run, "eeee0005", 5, {}, _epochs([0.45, 0.5], [125, 135]), error="NonFiniteLossError: loss is nan")
-    # 6: batch 128 at 128 px, stopped after one epoch at chance.
+    # 6: batch 128 at 128 px, stopped at the first rung (one epoch) at chance: stopped early, not stalled.
     write_trial(run, "ffff0006", 6, {"batch_size": 128, "image_size": "128"}, _epochs([1 / 3], [140]))
     return run
 
@@ -137,14 +137,24 @@ def test_asha_rungs_and_epochs_saved(synth: Path) -> None:
 
 def test_batch_size_stalls_and_lr_scaling(synth: Path) -> None:
     bs = batch_size.collect_batch_size(rundata.load_run(synth))
-    assert "1/3 + 0.02 = 0.353" in bs.stall_rule
+    assert "1/3 + 0.02 = 0.353" in bs.stall_rule and "first 5 epochs" in bs.stall_rule
     per = bs.per_trial.set_index("trial_id")
-    assert per.loc["bbbb0002", "stalled"] and per.loc["ffff0006", "stalled"]
-    assert not per.loc["aaaa0001", "stalled"] and not per.loc["cccc0003", "stalled"]
+    # Stopped by ASHA after 1 and 2 epochs near chance: "stopped early", never "stalled" (the rule needs 5 epochs).
+    assert per.loc["bbbb0002", "outcome"] == per.loc["ffff0006", "outcome"] == "stopped early"
+    assert not per["stalled"].any()
+    assert per.loc["aaaa0001", "outcome"] == per.loc["cccc0003", "outcome"] == "trained"
     assert per.loc["cccc0003", "lr_per_sample"] == pytest.approx(0.005 / 8)
+    # Equal training: epoch 1, the furthest every scored trial reached (ffff0006 stopped there).
+    assert bs.equal_epoch == 1
+    assert per["score_equal"].to_dict() == pytest.approx(
+        {"aaaa0001": 0.40, "bbbb0002": 1 / 3, "cccc0003": 0.5, "eeee0005": 0.45, "ffff0006": 1 / 3}
+    )
     sizes = bs.per_size.set_index("batch_size")
     assert list(sizes.index) == [8, 32, 128]
-    assert list(sizes["trials"]) == [2, 2, 1] and list(sizes["stalled"]) == [1, 0, 1]
+    assert list(sizes["trials"]) == [2, 2, 1] and list(sizes["stalled"]) == [0, 0, 0]
+    assert list(sizes["stopped_early"]) == [1, 0, 1] and list(sizes["judged"]) == [0, 0, 0]
+    assert sizes["stalled_share"].isna().all()  # no trial trained long enough to be judged
+    assert sizes.loc[8, "median_equal"] == pytest.approx((1 / 3 + 0.5) / 2)
     assert sizes.loc[8, "median_score"] == pytest.approx((0.34 + 0.8333) / 2)
     assert sizes.loc[32, "best_score"] == pytest.approx(0.60)
     curves = batch_size.collect_learning_curves(rundata.load_run(synth))
@@ -156,6 +166,29 @@ def test_batch_size_stalls_and_lr_scaling(synth: Path) -> None:
         ("128", "ffff0006"),
     ]
     assert curves[1].values == pytest.approx([0.5, 0.7, 0.72, 0.8333])
+
+
+def test_stopped_early_is_not_stalled_and_stalled_needs_five_epochs(tmp_path: Path) -> None:
+    """A search of up to 6 epochs: near chance for 6 epochs is "stalled"; stopped by ASHA at the first rung near
+    chance is "stopped early"; near chance for 4 epochs, then above, is neither."""
+    run = write_run_json(tmp_path / "stall", "stall", CLASSES, max_epochs=6)
+    flat = [1 / 3, 0.34, 1 / 3, 0.35, 0.34, 0.34]
+    write_trial(run, "aaaa0001", 1, {"batch_size": 300, "epochs": 6}, _epochs(flat, list(range(1, 7))))
+    write_trial(run, "bbbb0002", 2, {"batch_size": 300, "epochs": 6}, _epochs([1 / 3], [7]))
+    late = [1 / 3, 1 / 3, 0.34, 0.35, 0.5, 0.6]  # leaves chance at epoch 5: not stalled
+    write_trial(run, "cccc0003", 3, {"batch_size": 35, "epochs": 6}, _epochs(late, list(range(8, 14))))
+    bs = batch_size.collect_batch_size(rundata.load_run(run))
+    per = bs.per_trial.set_index("trial_id")
+    assert per["outcome"].to_dict() == {"aaaa0001": "stalled", "bbbb0002": "stopped early", "cccc0003": "trained"}
+    sizes = bs.per_size.set_index("batch_size")
+    assert sizes.loc[300, "judged"] == 1 and sizes.loc[300, "stalled_share"] == 1.0
+    assert sizes.loc[35, "stalled_share"] == 0.0
+    assert bs.equal_epoch == 1 and per.loc["cccc0003", "score_equal"] == pytest.approx(1 / 3)
+    assert rundata.epochs_near_chance(late, 1 / 3) == 4 and rundata.stalled(late, 1 / 3) is False
+    assert rundata.stalled(flat[:4], 1 / 3) is None  # too short to judge
+    html = (build_report(run).parent / "batch_size.html").read_text()
+    assert "trial, stalled" in html and "trial, stopped early" in html  # each outcome its own marker and legend
+    assert "2 trial(s) trained long enough to be judged" in html
 
 
 def test_turn_epoch_rule() -> None:
@@ -181,6 +214,15 @@ def test_overfitting_curves_and_gap(synth: Path) -> None:
     assert gap.loc["cccc0003", "gap"] == pytest.approx(0.95 - 0.85)
     assert gap.loc["cccc0003", "num_params"] == 5000 and gap.loc["cccc0003", "epochs"] == 4
     assert gap.loc["bbbb0002", "augment_ops"] == 0 and pd.isna(gap.loc["bbbb0002", "turn_epoch"])
+    # At equal training (epoch 1, the furthest every trial reached): train 0.5 - val 0.4 for the recipe.
+    assert (gap["equal_epoch"] == 1).all() and gap.loc["aaaa0001", "gap_equal"] == pytest.approx(0.5 - 0.4)
+    assert gap["stopped_early"].to_dict() == {
+        "aaaa0001": False,
+        "bbbb0002": True,
+        "cccc0003": False,
+        "eeee0005": False,
+        "ffff0006": True,
+    }
     assert len(gap) == 5  # the trial that failed before epoch 1 has nothing to show
 
 
@@ -191,6 +233,8 @@ def test_resolution_groups_by_pixels_and_augmentation_on_off(synth: Path) -> Non
     assert size.groups == ["64", "96x112", "128"]
     assert sorted(size.trials[0]) == ["aaaa0001", "bbbb0002", "eeee0005"]
     assert size.scores[1] == pytest.approx([0.8333]) and channels.groups == ["1"] and resize.groups == ["stretch"]
+    at_equal = {e.op: e for e in resolution.collect_augmentation(run, epoch=1)}
+    assert at_equal["hflip"].on == pytest.approx([0.40]) and at_equal["rotate"].on == pytest.approx([0.5])
     effects = {e.op: e for e in resolution.collect_augmentation(run)}
     assert effects["hflip"].on == pytest.approx([0.60]) and len(effects["hflip"].off) == 4
     assert effects["crop_scale"].on == pytest.approx([0.8333])
@@ -276,7 +320,12 @@ def test_report_of_the_synthetic_run(synth: Path, tmp_path: Path) -> None:
     index_text = index.read_text()
     assert "NonFiniteLossError: loss is nan" in index_text  # the failed-trials table
     assert "ASHA saved 5 epochs (31%)" in index_text
-    assert "stalled = best val_balanced_acc over all epochs" in (tmp_path / "out" / "batch_size.html").read_text()
+    bs_page = (tmp_path / "out" / "batch_size.html").read_text()
+    assert "stalled = val_balanced_acc still ≤ 1/3 + 0.02 = 0.353 at every one of the first 5 epochs" in bs_page
+    assert "0 trial(s) trained long enough to be judged" in bs_page
+    assert "python -m search.study batch-size" in bs_page and "Score at equal training" in bs_page
+    for name in ("overfitting.html", "resolution.html"):
+        assert "python -m search.study augmentation" in (tmp_path / "out" / name).read_text()
 
 
 def test_one_trial_run(tmp_path: Path) -> None:
