@@ -120,7 +120,9 @@ def test_an_interrupted_augmentation_study_resumes_keeping_its_finished_trials(
 ) -> None:
     """Ctrl+C stops the study with the resume hint; --resume runs the rest and leaves finished trials untouched."""
     run_dir = tmp_path / "runs" / "aug"
-    args = ["augmentation", "--data", str(small_data), "--levels", "none,seed", "--seeds", "2", "--epochs", "2"]
+    # 4 epochs a trial: long enough that Ctrl+C, sent when the third trial has started, lands while trials still run
+    # (with 2, a fast machine finished all four before the signal and the study ended without the resume hint).
+    args = ["augmentation", "--data", str(small_data), "--levels", "none,seed", "--seeds", "2", "--epochs", "4"]
     args += ["--max-concurrent", "1", "--storage", str(tmp_path / "runs"), "--name", "aug", "--no-report"]
     proc = subprocess.Popen(
         [PY, "-m", "search.study", *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV
@@ -145,7 +147,7 @@ def test_an_interrupted_augmentation_study_resumes_keeping_its_finished_trials(
         level=("config/augmentation", "first"), seed=("config/seed", "first"), epochs=("epoch", "count")
     )
     assert sorted(zip(per_trial.level, per_trial.seed)) == [("none", 0), ("none", 1), ("seed", 0), ("seed", 1)]
-    assert (per_trial.epochs == 2).all() and (after["status"] == "COMPLETED").all()
+    assert (per_trial.epochs == 4).all() and (after["status"] == "COMPLETED").all()
     assert not after.duplicated(["trial_id", "epoch"]).any()
     for tid, text in done.items():
         assert (run_dir / after.loc[after["trial_id"] == tid, "trial_dir"].iloc[0] / "result.json").read_text() == text
