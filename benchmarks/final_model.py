@@ -39,6 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reports.studydata import t_interval  # noqa: E402
 from search.final import FinalRecipe  # noqa: E402
 from search.retrain import input_spec, train_members  # noqa: E402
 from spaces.recipes import recipes_for  # noqa: E402
@@ -77,13 +78,7 @@ def shifted(x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _interval(values: list[float]) -> str:
-    a = np.asarray(values, dtype=np.float64)
-    if len(a) < 2:
-        return f"{a.mean():.4f}"
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
-    return f"{a.mean():.4f} [{a.mean() - half:.4f}, {a.mean() + half:.4f}]"
+    return t_interval(values).text(".4f")
 
 
 def _with_tta(m: Member, tta: str) -> Member:

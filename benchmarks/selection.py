@@ -39,6 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reports.studydata import t_interval  # noqa: E402
 from runstore.ranking import DEFAULT_SELECTION, SELECTION_RULES  # noqa: E402
 from spaces.recipes import recipes_for  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
@@ -85,13 +86,7 @@ def train_curve(cfg: TrialConfig, catalog: DataCatalog) -> list[dict[str, float]
 
 
 def _ci(values: list[float]) -> str:
-    a = np.asarray(values, dtype=np.float64)
-    if len(a) < 2:
-        return f"{a.mean():.4f}"
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
-    return f"{a.mean():+.4f} [{a.mean() - half:+.4f}, {a.mean() + half:+.4f}]"
+    return t_interval(values).text("+.4f")
 
 
 def analyse(curves: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
