@@ -17,7 +17,10 @@ K of N seeds where a proposal beat the recipes arm's best; X and Y the means ove
 
     python benchmarks/search_quality.py --replay RUN_DIR [RUN_DIR ...]   # seconds: recorded curves, simulated time
     python benchmarks/search_quality.py --quick                          # real searches, 4 arms x 1 seed x 120 s
-    python benchmarks/search_quality.py                                  # real: 4 arms x 3 seeds x 450 s (> 1.5 h)
+    python benchmarks/search_quality.py --out DIR                        # real: 4 arms x 3 seeds x 450 s (> 1.5 h)
+    python benchmarks/search_quality.py --summarise DIR                  # the figures of the runs kept in DIR
+
+With ``--out DIR`` a benchmark stopped half-way starts again where it was: finished runs are kept and re-read.
 
 ``--replay`` feeds the learning curves recorded in finished runs (their ``trials.csv``/trial folders, as
 ``benchmarks/asha_replay.py`` does) through each arm's scheduler logic (Ray's own ASHA bracket, ``search.schedulers
@@ -34,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +57,7 @@ from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs
 
 ARMS = ("today", "fair", "random_asha", "recipes")
 SCORE = "val_balanced_acc"  # what the search selects on (its default --metric)
+TIMING = "benchmark-timing.json"  # in each real run: when search.run started and how long it took
 
 
 @dataclass
@@ -184,8 +190,11 @@ def simulate(
         """Give every free worker a trial: promoted paused ones, then new ones, then the best-standing paused."""
         while running < workers and now < budget_s:
             promoted = [t for t in paused if fair is not None and t in fair.promoted]
+            finish = fair.to_finish(budget_s - now) if fair is not None and paused and not promoted else None
             if promoted:
                 trial = max(promoted, key=fair.standing)
+            elif finish is not None:
+                trial = finish
             elif queue and running + len(paused) < open_limit:
                 trial = queue.pop(0)
             elif paused:
@@ -206,7 +215,7 @@ def simulate(
         out.append(Epoch(trial, curve.recipe, end, curve.seconds[epoch - 1], curve.score[epoch - 1]))
         value = curve.rung[epoch - 1]
         if fair is not None:
-            decision = fair.on_result(trial, epoch, value)
+            decision = fair.on_result(trial, epoch, value, curve.seconds[epoch - 1])
             for loser in list(fair.rejected):
                 paused.pop(loser, None)
                 fair.forget(loser)
@@ -295,13 +304,34 @@ def real_arm(arm: str, seed: int, args: argparse.Namespace, storage: Path) -> Ar
     wall = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{arm} seed {seed}: search.run failed:\n{proc.stderr[-3000:]}")
-    trials = load_trials(storage / name).dropna(subset=["epoch"])
+    timing = {"arm": arm, "seed": seed, "started": t0, "wall_s": wall, "cpus": float(args.cpus)}
+    (storage / name / TIMING).write_text(json.dumps(timing))
+    return load_arm(storage / name)
+
+
+def load_arm(run_dir: Path) -> ArmResult:
+    """A finished benchmark run (its trials and the ``TIMING`` file ``real_arm`` wrote) as an arm result."""
+    timing = json.loads((run_dir / TIMING).read_text())
+    trials = load_trials(run_dir).dropna(subset=["epoch"])
     recipe = trials.get("config/recipe", pd.Series("", index=trials.index)).fillna("").astype(str)
+    t0 = timing["started"]
     epochs = [
         Epoch(str(r["trial_id"]), recipe[i] != "", float(r["timestamp"]) - t0, float(r["time_this_iter_s"]), r[SCORE])
         for i, r in trials.iterrows()
     ]
-    return ArmResult(epochs, wall, float(args.cpus))
+    return ArmResult(epochs, timing["wall_s"], timing["cpus"])
+
+
+def summarise(out: Path, seeds: list[int], arms: list[str]) -> dict[str, list[ArmResult]]:
+    """The arms of the runs kept in ``out`` (``--out`` of earlier real runs), seed by seed: re-reads, trains nothing."""
+    results: dict[str, list[ArmResult]] = {arm: [] for arm in ARMS}
+    for seed in seeds:
+        for arm in arms:
+            run_dir = out / f"quality-{arm}-{seed}"
+            if not (run_dir / TIMING).is_file():
+                raise SystemExit(f"--summarise: {run_dir} has no {TIMING} (not a finished benchmark run)")
+            results[arm].append(load_arm(run_dir))
+    return results
 
 
 # -- report -------------------------------------------------------------------------------------------------------
@@ -351,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="pneumonia3class")
     p.add_argument("--data", help="real: data folder (default: the bundled demo set)")
     p.add_argument("--out", help="real: keep the runs here (default: a temporary directory)")
+    p.add_argument("--summarise", metavar="DIR", help="re-read the real runs kept in DIR (an earlier --out)")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.arms = args.arms.split(",")
@@ -358,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--arms: choose from {', '.join(ARMS)}, recipes included (it sets the score to beat)")
     if args.replay:
         results = replay_arms(args)
+    elif args.summarise:
+        results = summarise(Path(args.summarise), args.seeds, args.arms)
     else:
         if args.quick:
             args.seeds, args.budget, args.max_epochs, args.num_samples = args.seeds[:1], 120.0, 4, 8
@@ -366,6 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out).resolve() if args.out else Path(tmp)
             for seed in args.seeds:
                 for arm in args.arms:
+                    run_dir = out / f"quality-{arm}-{seed}"
+                    if (run_dir / TIMING).is_file():  # finished by an earlier, interrupted benchmark: kept
+                        results[arm].append(load_arm(run_dir))
+                        continue
+                    if run_dir.exists():
+                        print(f"{run_dir}: unfinished by an earlier benchmark, run again", file=sys.stderr)
+                        shutil.rmtree(run_dir)
                     results[arm].append(real_arm(arm, seed, args, out))
     for line in report(results):
         print(line)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,8 @@ class FairRungs:
     promoted: set[str] = field(init=False, default_factory=set)  # paused trials their rung let through
     rejected: set[str] = field(init=False, default_factory=set)  # paused trials their rung stopped
     growths: list[int] = field(init=False, default_factory=list)  # each new top rung, in order
+    finishing: set[str] = field(init=False, default_factory=set)  # trials sent to max_t before the deadline
+    _seconds: dict[str, list[float]] = field(init=False, default_factory=dict)  # trial -> its epochs' seconds
     _last: dict[str, float] = field(init=False, default_factory=dict)
     _steps: list[float] = field(init=False, default_factory=list)  # |value change| between consecutive epochs
 
@@ -93,8 +96,11 @@ class FairRungs:
 
     # -- what the scheduler asks --------------------------------------------------------------------------------
 
-    def on_result(self, trial: str, epoch: int, value: float) -> str:
-        """Record ``trial``'s ``value`` after ``epoch`` and decide: CONTINUE, PAUSE (wait at this rung) or STOP."""
+    def on_result(self, trial: str, epoch: int, value: float, seconds: float | None = None) -> str:
+        """Record ``trial``'s ``value`` after ``epoch`` (which took ``seconds``) and decide: CONTINUE, PAUSE (wait at
+        this rung) or STOP."""
+        if seconds is not None and math.isfinite(seconds) and seconds > 0:
+            self._seconds.setdefault(trial, []).append(seconds)
         if trial in self._last and math.isfinite(value) and math.isfinite(self._last[trial]):
             self._steps.append(abs(value - self._last[trial]))
         self._last[trial] = value
@@ -105,6 +111,11 @@ class FairRungs:
         self.results.setdefault(epoch, {})[trial] = value
         if epoch >= self.max_t:
             return STOP
+        if trial in self.finishing:
+            if epoch == self.top:
+                self._maybe_grow()
+            self._settle(epoch)
+            return CONTINUE
         if epoch == self.top:
             self._maybe_grow()
         decision = self._decide(trial, epoch)
@@ -118,6 +129,30 @@ class FairRungs:
         self.paused.pop(trial, None)
         self.promoted.discard(trial)
         self.rejected.discard(trial)
+        self.finishing.discard(trial)
+
+    def to_finish(self, remaining_s: float) -> str | None:
+        """The paused trial to train to ``max_t`` now, so that it gets there before the deadline ``remaining_s``
+        seconds away, or None.
+
+        The leader is the paused trial at the highest rung, best value first. It is sent on (to ``max_t``, no more
+        rungs) once the time left is no more than what its remaining epochs need, at its median epoch time, plus
+        one epoch: a short search then ends with its best trial trained to the end instead of exploring until the
+        budget cuts everything. Once sent, the next leader is considered at the next free worker.
+        """
+        waiting = [t for t in self.paused if t not in self.rejected and t not in self.finishing]
+        if not waiting:
+            return None
+        leader = max(waiting, key=lambda t: (self.paused[t], self.results[self.paused[t]].get(t, -math.inf)))
+        seconds = self._seconds.get(leader)
+        if not seconds:
+            return None
+        epoch_s = statistics.median(seconds)
+        need = (self.max_t - self.paused[leader]) * epoch_s
+        if remaining_s > need + epoch_s:
+            return None
+        self.finishing.add(leader)
+        return leader
 
     def standing(self, trial: str) -> float:
         """How well a paused trial stands in the rung it waits at: the share of that rung's other results it beats
@@ -207,6 +242,7 @@ class FairRungScheduler(FIFOScheduler):
         max_concurrent: int,
         min_peers: int | None = None,
         epsilon: float | None = None,
+        time_budget_s: float | None = None,
         time_attr: str = "training_iteration",
     ) -> None:
         super().__init__()
@@ -218,6 +254,8 @@ class FairRungScheduler(FIFOScheduler):
         self._sign = 1.0 if mode == "max" else -1.0
         self._time_attr = time_attr
         self._max_concurrent = max_concurrent
+        self._time_budget_s = time_budget_s or None
+        self._deadline: float | None = None  # set when Tune first asks for a trial, as its own budget clock starts
         self.rungs = FairRungs(grace_period, reduction_factor, max_t, min_peers=min_peers, epsilon=epsilon)
 
     # Every epoch must reach the rungs one by one: a buffered result would skip a rung.
@@ -227,7 +265,10 @@ class FairRungScheduler(FIFOScheduler):
         if self._time_attr not in result or self._metric not in result:
             return CONTINUE
         value = self._sign * float(result[self._metric])
-        decision = self.rungs.on_result(trial.trial_id, int(result[self._time_attr]), value)
+        seconds = result.get("time_this_iter_s")
+        decision = self.rungs.on_result(
+            trial.trial_id, int(result[self._time_attr]), value, None if seconds is None else float(seconds)
+        )
         self._stop_rejected(tune_controller)
         return decision
 
@@ -248,15 +289,26 @@ class FairRungScheduler(FIFOScheduler):
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self.rungs.forget(trial.trial_id)
 
-    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
-        """A promoted paused trial first, then a new (PENDING) trial, then, only when a worker is free, the paused
-        trial with the best standing in its rung."""
+    def choose_trial_to_run(self, tune_controller: Any, now: float | None = None) -> Trial | None:
+        """A promoted paused trial first; then, with a time budget, the leader the deadline says must be trained to
+        the end now (:meth:`FairRungs.to_finish`); then a new (PENDING) trial; then, only when a worker is free, the
+        paused trial with the best standing in its rung. ``now`` (``time.monotonic()`` by default) is for tests."""
         self._stop_rejected(tune_controller)
+        now = time.monotonic() if now is None else now
+        if self._time_budget_s is not None and self._deadline is None:
+            self._deadline = now + self._time_budget_s
         trials = tune_controller.get_trials()
         paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id not in self.rungs.rejected]
         promoted = [t for t in paused if t.trial_id in self.rungs.promoted]
         if promoted:
             return max(promoted, key=lambda t: self.rungs.standing(t.trial_id))
+        if self._deadline is not None and paused:
+            ids = {t.trial_id: t for t in paused}
+            finish = self.rungs.to_finish(self._deadline - now)
+            if finish in ids:
+                return ids[finish]
+            if finish is not None:
+                self.rungs.finishing.discard(finish)  # not resumable yet (its pause is still being saved)
         for t in trials:
             if t.status == Trial.PENDING:
                 return t

@@ -384,7 +384,7 @@ def _build_tuner(
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from search.tuner import run_config
+    from search.tuner import REUSE_ACTORS, run_config
 
     return Tuner(
         trainable,
@@ -396,7 +396,7 @@ def _build_tuner(
             mode="max",
             num_samples=len(configs),
             max_concurrent_trials=max_concurrent,
-            reuse_actors=False,
+            reuse_actors=REUSE_ACTORS,
         ),
         run_config=run_config(name, storage_path, callbacks),
     )

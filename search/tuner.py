@@ -17,6 +17,12 @@ from search.settings import ResolvedSearch
 __all__ = ["build_tuner", "make_scheduler", "make_searcher", "run_config", "searcher_concurrency"]
 
 
+# A trial worker process outlives its trial and takes the next one (Tune resets the function trainable): no new
+# process, torch import or copy of the image arrays per trial. A trial's state lives in its checkpoint, never in
+# the process.
+REUSE_ACTORS = True
+
+
 def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
     """The trial scheduler and the metric/mode the Tuner itself gets.
 
@@ -46,6 +52,7 @@ def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
             reduction_factor=r.reduction_factor,
             max_t=r.max_epochs,
             max_concurrent=r.max_concurrent,
+            time_budget_s=r.time_budget_s,
         )
         return fair, None, None
     return FIFOScheduler(), r.metric, r.mode
@@ -105,7 +112,7 @@ def build_tuner(
             mode=mode,
             num_samples=r.num_samples,
             time_budget_s=r.time_budget_s,
-            reuse_actors=False,
+            reuse_actors=REUSE_ACTORS,
         ),
         run_config=run_config(r.name, storage_path, callbacks),
     )

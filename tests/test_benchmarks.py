@@ -142,3 +142,42 @@ def test_search_quality_replay_ranks_the_arms_and_prints_the_goal_line_last(tmp_
     assert share["recipes"] == 0.0
     assert share["fair"] > share["today"], lines
     assert int(m.group(1)) == 3 and float(m.group(2)) == share["fair"], lines
+
+
+def test_search_quality_summarise_rereads_kept_runs_and_scores_the_goals(tmp_path: Path) -> None:
+    """``--summarise DIR`` re-reads the real runs a benchmark kept: a proposal that beats the recipes arm's best
+    counts, the shares come from the epochs' own seconds, utilisation from the recorded wall time."""
+    import json
+
+    from conftest import write_trial
+
+    def epoch(t: float, seconds: float, score: float) -> dict:
+        return {"val_balanced_acc": score, "val_auroc": score, "time_this_iter_s": seconds, "timestamp": t}
+
+    fair, recipes = tmp_path / "quality-fair-0", tmp_path / "quality-recipes-0"
+    write_trial(recipes, "r0000001", 1, {"recipe": "seed_a"}, [epoch(1010, 10, 0.60), epoch(1020, 10, 0.70)])
+    write_trial(fair, "r0000001", 1, {"recipe": "seed_a"}, [epoch(1010, 10, 0.60)])
+    write_trial(fair, "p0000002", 2, {}, [epoch(1015, 15, 0.65), epoch(1045, 30, 0.75)])
+    for run in (fair, recipes):
+        (run / "benchmark-timing.json").write_text(json.dumps({"started": 1000.0, "wall_s": 50.0, "cpus": 2.0}))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--summarise", str(tmp_path)]
+        + ["--seeds", "0", "--arms", "fair,recipes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert "time_to_beat_recipes_s=[45]" in next(ln for ln in lines if ln.startswith("fair"))
+    assert lines[-1] == "beats_recipes=1/1 proposed_share=0.82 utilisation=0.55"  # 45 of 55 s; 55 / (50 x 2)
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--summarise", str(tmp_path)]
+        + ["--seeds", "1", "--arms", "fair,recipes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert missing.returncode != 0 and "quality-fair-1 has no benchmark-timing.json" in missing.stderr

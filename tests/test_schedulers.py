@@ -231,3 +231,48 @@ def test_real_tune_pauses_and_resumes_from_checkpoints_and_stops_rejected_trials
         assert list(df["training_iteration"]) == list(df["epoch"])
     assert len(results[0.5]) == 1, "paused alone at rung 1, then beaten by 0.9: stopped, never resumed"
     assert len(results[0.9]) == 4 and results[0.9]["resumed_from"].max() >= 1, "waited, then went on from a checkpoint"
+
+
+def test_near_the_deadline_the_leader_is_trained_to_the_end_before_any_new_trial() -> None:
+    """A short search must not explore until the budget cuts everything: when the time left is what the best paused
+    trial needs to reach max_t (its median epoch time x epochs left, plus one epoch), it is resumed to the end."""
+    scheduler, controller = _scheduler(time_budget_s=450.0)
+    scheduler.choose_trial_to_run(controller, now=0.0)  # Tune asks for a first trial: the budget's clock starts
+    trials = [_trial(controller, scheduler, n) for n in ("a", "b", "c", "d")]
+    for trial, value in zip([trials[0], trials[2], trials[3], trials[1]], (0.70, 0.60, 0.80, 0.90)):
+        result = {"training_iteration": 1, "val_auroc": value, "time_this_iter_s": 20.0}
+        decision = scheduler.on_trial_result(controller, trial, result)
+        trial.set_status({PAUSE: Trial.PAUSED, STOP: Trial.TERMINATED}.get(decision, Trial.RUNNING))
+    assert trials[1].status == Trial.RUNNING  # b, fourth at rung 1, wins it and goes on to rung 4 (the top) ...
+    for epoch in (2, 3, 4):
+        decision = scheduler.on_trial_result(
+            controller, trials[1], {"training_iteration": epoch, "val_auroc": 0.9, "time_this_iter_s": 20.0}
+        )
+    assert decision == PAUSE  # ... where it waits for the top rung to grow
+    trials[1].set_status(Trial.PAUSED)
+    new = _trial(controller, scheduler, "new", Trial.PENDING)
+    # b needs 8 epochs x 20 s = 160 s (+ one epoch of slack): at 200 s left a new trial still comes first ...
+    assert scheduler.choose_trial_to_run(controller, now=250.0) is new
+    # ... at 180 s left b is resumed, and from then on it goes through every rung to max_t.
+    assert scheduler.choose_trial_to_run(controller, now=270.0) is trials[1]
+    trials[1].set_status(Trial.RUNNING)
+    for epoch in range(5, 12):
+        assert _report(scheduler, controller, trials[1], epoch, 0.9) == CONTINUE
+    assert _report(scheduler, controller, trials[1], 12, 0.9) == STOP
+
+
+def test_the_leader_is_the_best_paused_trial_at_the_highest_rung_and_needs_its_own_epoch_times() -> None:
+    rungs = FairRungs(1, 2, 8, min_peers=3, epsilon=0.0)
+    assert rungs.on_result("fast", 1, 0.9) == PAUSE  # no epoch time recorded: never sent early
+    assert rungs.on_result("slow", 1, 0.5, 10.0) == PAUSE
+    assert rungs.to_finish(1.0) is None, "the leader has no epoch times to plan with"
+    assert rungs.on_result("mid", 1, 0.7, 10.0) == STOP  # 3 peers: fast goes on (promoted), the others stop
+    assert rungs.promoted == {"fast"} and rungs.rejected == {"slow"}
+    assert rungs.on_result("x", 1, 0.95, 10.0) == CONTINUE
+    assert rungs.on_result("x", 2, 0.95, 10.0) == PAUSE  # top rung (2): waits there
+    # x needs 6 epochs x 10 s + 10 s of slack = 70 s to reach max_t 8.
+    assert rungs.to_finish(71.0) is None
+    assert rungs.to_finish(70.0) == "x" and rungs.finishing == {"x"}
+    assert rungs.to_finish(70.0) is None, "sent once"
+    assert rungs.on_result("x", 4, 0.95, 10.0) == CONTINUE, "a trial sent to the end passes every rung"
+    assert rungs.on_result("x", 8, 0.95, 10.0) == STOP
