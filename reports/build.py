@@ -10,6 +10,7 @@ from the network. Works on a finished run and on one still going (it shows what 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from reports.rundata import RunData, load_run
 from reports.studydata import collect_study, is_study
 from runstore.atomic import write_text
 from runstore.errors import UserError, cli
-from runstore.layout import REPORT_DIR
+from runstore.layout import PAGES_MANIFEST, REPORT_DIR
 
 __all__ = ["PAGES", "REPORT_DIR", "STUDY_PAGES", "build_pages", "build_report", "main"]
 
@@ -59,7 +60,23 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     pages = build_pages(run)
     for page in pages:
         write_text(out / page.filename, render_page(page, pages, run))
+    _drop_stale_pages(out, [page.filename for page in pages])
     return out / pages[0].filename
+
+
+def _drop_stale_pages(out: Path, written: list[str]) -> None:
+    """Remove the pages an earlier build wrote into ``out`` that this one did not (a page with nothing to show now,
+    or another run's report in the same folder), so no stale page sits beside the new ones. Only files listed in
+    the folder's manifest, which each build writes, are ever removed."""
+    manifest = out / PAGES_MANIFEST
+    try:
+        before = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        before = []
+    for name in before if isinstance(before, list) else []:
+        if isinstance(name, str) and name not in written and Path(name).name == name and name.endswith(".html"):
+            (out / name).unlink(missing_ok=True)
+    write_text(manifest, json.dumps(written))
 
 
 def _parser() -> argparse.ArgumentParser:

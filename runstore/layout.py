@@ -24,6 +24,7 @@ from runstore.metrics import DEFAULT_METRIC
 
 __all__ = [
     "BEST_FILE",
+    "PAGES_MANIFEST",
     "REPORT_DIR",
     "RUN_FILE",
     "LOG_FILE",
@@ -41,6 +42,8 @@ STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best_config.json"
 REPORT_DIR = "report"
+#: In a report folder: the pages the last build wrote, so the next build can remove the ones it no longer writes.
+PAGES_MANIFEST = ".pages.json"
 #: The search's full log (Ray's and the driver's output; the console shows a summary).
 LOG_FILE = "search.log"
 #: The run directory's own files (not Ray Tune's); ``report`` is a folder.

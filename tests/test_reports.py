@@ -20,6 +20,7 @@ from conftest import ROOT, write_run_json, write_trial
 
 from reports import batch_size, overfitting, overview, per_class, resolution, rundata
 from reports.build import build_report
+from runstore.layout import PAGES_MANIFEST
 from runstore.ranking import rank_trials
 from runstore.trials import load_trials
 
@@ -416,7 +417,7 @@ def test_cli_writes_the_report_and_prints_the_index(synth: Path, tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out / "index.html")
-    assert sorted(p.name for p in out.iterdir()) == sorted([*PAGES, "plotly.min.js"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*PAGES, "plotly.min.js", PAGES_MANIFEST])
 
 
 # -- one real small search ---------------------------------------------------------------------------------------

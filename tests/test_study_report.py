@@ -306,6 +306,16 @@ def test_study_report_pages(tmp_path: Path) -> None:
     assert NOT_CONFIRMED in aug.read_text() and UNRESOLVED in aug.read_text()
 
 
+def test_a_report_built_into_a_folder_again_leaves_no_stale_page(tmp_path: Path) -> None:
+    """The batch-size study's report, then the augmentation study's into the same folder: its chance page (which the
+    augmentation study has not) is gone, a file the user put there is not."""
+    out = tmp_path / "report"
+    build_report(write_batch_study(tmp_path / "bs"), out)
+    (out / "notes.html").write_text("mine")
+    build_report(write_augment_study(tmp_path / "aug"), out)
+    assert sorted(p.name for p in out.glob("*.html")) == sorted([*AUGMENT_PAGES, "notes.html"])
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from reports.screenshots import chrome, chromium_missing
