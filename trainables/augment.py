@@ -10,12 +10,16 @@ photometric ops are broadcast per image;
 Rotations sample outside the image with reflection padding, so a rotated X-ray has no black corners (a failure one
 seed project ran into with zero fill).
 
-No Python loop runs per image: the cost is a handful of tensor ops per batch.
+No Python loop runs per image: the cost is a handful of tensor ops per batch. On the CPU those ops run on one
+intra-op thread (:func:`one_cpu_thread`): a second thread gains little on ops this small, and on a busy machine a
+multi-threaded op waits for whichever of its threads the OS has descheduled. The results are bitwise the same.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -25,7 +29,7 @@ from torchvision.transforms.v2 import functional as TF
 from trainables.augment_config import AugmentConfig
 from trainables.intensity import standardise
 
-__all__ = ["TA_OPS", "TA_TABLE", "AugmentConfig", "BatchAugment", "TAOp"]
+__all__ = ["TA_OPS", "TA_TABLE", "AugmentConfig", "BatchAugment", "TAOp", "one_cpu_thread"]
 
 
 class TAOp(NamedTuple):
@@ -59,6 +63,26 @@ TA_TABLE = (
 TA_OPS = tuple(op.name for op in TA_TABLE)
 _TA_GEOMETRIC = frozenset(op.name for op in TA_TABLE if op.geometric)
 _TA_MAX = {op.name: op.max_magnitude for op in TA_TABLE}
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one intra-op thread, then restore the thread count (no-op off the CPU).
+
+    A batch's augmentation is some hundred element-wise ops of about a millisecond each. With two or more threads,
+    each op is a parallel region that ends only when every thread has done its share: when other processes keep
+    the cores busy, one descheduled thread stalls the region for an OS time slice, which made augmentation many times
+    slower than on one thread (README, "Input pipeline"). Switching the count costs well under a microsecond.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -127,11 +151,12 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.intensity != "none":
-            x = standardise(x, self.intensity)
-        if not train or not self.config.active:
-            return self.normalise(x)
-        return self.normalise(self.augment(x))
+        with one_cpu_thread(self.device):
+            if self.intensity != "none":
+                x = standardise(x, self.intensity)
+            if not train or not self.config.active:
+                return self.normalise(x)
+            return self.normalise(self.augment(x))
 
     # -- the augmentation proper, in [0, 1] float ------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
