@@ -63,6 +63,8 @@ TA_TABLE = (
 TA_OPS = tuple(op.name for op in TA_TABLE)
 _TA_GEOMETRIC = frozenset(op.name for op in TA_TABLE if op.geometric)
 _TA_MAX = {op.name: op.max_magnitude for op in TA_TABLE}
+_TA_SIGNED = torch.tensor([op.signed for op in TA_TABLE])
+_TA_IS_GEOMETRIC = torch.tensor([op.geometric for op in TA_TABLE])
 
 
 @contextmanager
@@ -146,7 +148,7 @@ class BatchAugment:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or [0, 1] float -> (x - mean) / std, float32."""
         if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
+            return x.float().div_(255.0).sub_(self.mean).div_(self.std)
         return (x - self.mean) / self.std
 
     def __call__(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
@@ -156,29 +158,31 @@ class BatchAugment:
                 x = standardise(x, self.intensity)
             if not train or not self.config.active:
                 return self.normalise(x)
-            return self.normalise(self.augment(x))
+            return self.augment(x).sub_(self.mean).div_(self.std)  # in place: the augmented batch is a new tensor
 
     # -- the augmentation proper, in [0, 1] float ------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 batch -> augmented float batch in [0, 1] (not normalised)."""
+        """uint8 batch -> augmented float batch in [0, 1] (not normalised), always a new tensor."""
         cfg, g = self.config, self.generator
         n, _, h, w = x.shape
-        x = x.float().div_(255.0)
         ta_op = torch.randint(len(TA_OPS), (n,), generator=g, device=self.device) if cfg.trivial_augment else None
         ta_mag = torch.rand(n, generator=g, device=self.device) if cfg.trivial_augment else None
         if ta_mag is not None:  # random sign for the signed ops
             ta_sign = torch.where(torch.rand(n, generator=g, device=self.device) < 0.5, -1.0, 1.0)
-            signed = torch.tensor([op.signed for op in TA_TABLE], device=self.device)[ta_op]
+            signed = _TA_SIGNED.to(self.device)[ta_op]
             ta_mag = torch.where(signed, ta_mag * ta_sign, ta_mag)
 
+        # Flips move whole pixels, so they run on the uint8 batch (a quarter of the bytes) before it becomes float;
+        # every step below then works on this new float tensor in place where it can.
         x = self._flips(x)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float().div(255.0)  # a new tensor either way
         if cfg.rotate > 0 or cfg.crop_scale < 1.0:
             x = self._warp(x, ta_op, ta_mag)
         elif ta_op is not None:  # only the images that drew a geometric TrivialAugment op need a warp
-            geo = torch.tensor([op.geometric for op in TA_TABLE], device=self.device)[ta_op]
+            geo = _TA_IS_GEOMETRIC.to(self.device)[ta_op]
             idx = geo.nonzero().squeeze(1)
             if idx.numel():
-                x = x.index_copy(0, idx, self._warp(x.index_select(0, idx), ta_op[idx], ta_mag[idx]))
+                x.index_copy_(0, idx, self._warp(x.index_select(0, idx), ta_op[idx], ta_mag[idx]))
         if ta_op is not None:
             x = self._trivial_photometric(x, ta_op, ta_mag)
         if cfg.brightness > 0:
@@ -193,8 +197,8 @@ class BatchAugment:
         cfg, g, n = self.config, self.generator, x.shape[0]
         for p, dim in ((cfg.hflip, -1), (cfg.vflip, -2)):
             if p > 0:
-                flip = (torch.rand(n, generator=g, device=self.device) < p).view(-1, 1, 1, 1)
-                x = torch.where(flip, x.flip(dim), x)
+                idx = (torch.rand(n, generator=g, device=self.device) < p).nonzero().squeeze(1)
+                x = x.index_copy(0, idx, x.index_select(0, idx).flip(dim))  # only the drawn images move
         return x
 
     def _warp(self, x: torch.Tensor, ta_op: torch.Tensor | None, ta_mag: torch.Tensor | None) -> torch.Tensor:
@@ -238,8 +242,9 @@ class BatchAugment:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _trivial_photometric(self, x: torch.Tensor, ta_op: torch.Tensor, ta_mag: torch.Tensor) -> torch.Tensor:
-        """TrivialAugmentWide's colour ops, each applied to the images that drew it, with their own magnitude."""
-        out = x
+        """TrivialAugmentWide's colour ops, each applied to the images that drew it, with their own magnitude.
+
+        Writes into ``x``: every image drew exactly one op, so no op reads an image another op has written."""
         for k, op in enumerate(TA_OPS):
             if op == "identity" or op in _TA_GEOMETRIC:
                 continue
@@ -269,7 +274,5 @@ class BatchAugment:
                 yi = torch.where(hi > lo, (xi - lo) / (hi - lo).clamp(min=1e-6), xi)
             else:  # equalize: a per-image histogram, which torchvision computes batched
                 yi = TF.equalize((xi * 255).round().to(torch.uint8)).float() / 255
-            if out is x:
-                out = x.clone()
-            out.index_copy_(0, idx, yi)
-        return out
+            x.index_copy_(0, idx, yi)
+        return x
