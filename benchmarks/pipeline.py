@@ -1,26 +1,39 @@
 """Training throughput of three input pipelines on the same model, resolution and images, in one process.
 
+The images: by default ``../shared/data/fullres_sample`` beside the repository, 133 Kermany chest X-rays at the
+scanner's resolution (a few hundred to about 2,200 pixels a side, mostly greyscale JPEGs): what a user's ``--data``
+holds when it points at the Kaggle originals, and where decoding, not the model, is the seed pipeline's cost. The
+train split (about 106 files) is cycled in order until an epoch holds ``--epoch-images`` (default 1,000) entries, so
+an epoch is long enough to time; every arm trains on the same entries. ``--data trainables/demo_data/chest_xray``
+measures the bundled 224-pixel demo set instead (1,253 training images, nothing cycled).
+
 What it measures (training images per second, training phase only, validation excluded in every arm):
 
 (a) ``seed_pipeline``: the seed projects' pipeline. ``torchvision.datasets.ImageFolder`` over the same files as (b)
     (the catalog's train split, with its 3-class labels), transforms ``Resize((s, s)) -> RandomHorizontalFlip() ->
     TrivialAugmentWide() -> ToTensor()`` on PIL images, and a ``DataLoader(batch_size, shuffle=True,
-    num_workers=w)``. Every epoch decodes every JPEG again. ``w`` is probed over {0, 1, 2} (a short run of each,
-    timed from the loader's creation so worker start-up counts, as it does every seed epoch) and the measured
-    epochs use the fastest.
+    num_workers=w)``. Every epoch decodes every JPEG again, at full size. ``w`` is probed over {0, 1, 2} (a short
+    run of each, timed from the loader's creation so worker start-up counts, as it does every seed epoch) and the
+    measured epochs use the fastest.
 (b) ``ours``: ``trainables.train.train_trial`` with ``hflip=0.5, trivial_augment=True`` on the uint8 arrays that
     ``DataCatalog.prepare`` decoded once (per-image random augmentation done batched on tensors). The figure is
-    the trial's own ``train_images_per_s``. The one-off decode (cold disk cache in a temporary directory) and a
-    cache hit are timed separately and printed on the ``decode_once`` line.
+    the trial's own ``train_images_per_s``.
 (c) ``compute_limit``: the same model, optimizer and training step on batches indexed straight out of the
     pre-decoded uint8 tensor, only ``.float() / 255``, no augmentation: the ceiling for any input pipeline.
+
+The one-off decode that (b) relies on is timed separately, before the arms, at the benchmark's own image spec and at
+every spec of ``--decode-profile`` (default ``cpu``: the specs a CPU search decodes before its first trial): the
+pool cycled to ``--decode-images`` files (default 1,000) is decoded by ``trainables.cache.load_images`` into an
+empty cache directory in a temporary folder (cold), then read back from that cache. One ``decode_once spec=...
+cold_s_per_1000=... cached_s_per_1000=...`` line per spec. The JPEG files are in the OS page cache both times (the
+index has just hashed them), so "cold" is decode work, not disk reads.
 
 Why: decode-once plus batched tensor augmentation should make the input pipeline nearly free, so a trial runs at
 close to the model's compute limit (``ratio_vs_compute_limit`` = ours / compute, goal >= 0.9) and much faster than
 the seed pipeline (``ratio_vs_seed_pipeline`` = ours / seed, goal >= 1.8 on a 2-core CPU at 128x128). Note that
 ``ratio_vs_seed_pipeline`` can never exceed ``compute_limit / seed_pipeline``: where the seed's per-image work is
-cheap (the bundled demo JPEGs are already 224x224, so decoding one takes well under a millisecond) and the model
-step is expensive, no input pipeline can beat the seed's by much.
+cheap (the demo JPEGs are already 224x224) and the model step is expensive, no input pipeline can beat the seed's by
+much; on scanner-size files the seed pays a full-size decode for every image of every epoch.
 
 Fairness: every arm trains the same model (default the seed recipe, ``tinyvgg`` hidden 10, 3 classes, batch 32,
 Adam lr 1e-3) at the same size and channel count (default 3 = the RGB that ``ImageFolder`` loads; ``--channels 1``
@@ -35,16 +48,16 @@ Noise: the machine is shared, so the arms are interleaved one epoch at a time, i
 order rotating each round), after warm-ups (a 3-batch trial for ours, 2 batches for compute, the worker probe for
 the seed). Each arm's line is the median over its epochs; the two ratios on the last line are medians of the
 per-round ratios (a round's arms run within a minute or two of each other, so a load change between rounds mostly
-cancels; one inside a round does not). The ``machine`` line prints the load average and ``OMP_WAIT_POLICY``: compare
-runs only at similar load.
+cancels; one inside a round does not). The ``machine`` line prints the load average and ``OMP_WAIT_POLICY``, the
+``end`` line the load at the end: compare runs only at similar load.
 
-The command (about 2 minutes on the 2-core development CPU when it is otherwise idle, several times that under
-load)::
+The command (a few minutes on the shared 2-core development CPU; run it under ``flock /work/cpu.lock`` there)::
 
     .venv/bin/python benchmarks/pipeline.py
 
-``--quick`` is a ~30 s smoke run on a 256-image subset; ``--data DIR`` takes any Kaggle-layout folder. The last line
-printed is ``ratio_vs_seed_pipeline=X.XX ratio_vs_compute_limit=Y.YY``.
+``--quick`` is a ~30 s smoke run (1 round of 128-image epochs, a short worker probe, 133-file decodes); ``--data
+DIR`` takes any Kaggle-layout folder and fails in one line if it is missing. The last line printed is
+``ratio_vs_seed_pipeline=X.XX ratio_vs_compute_limit=Y.YY``.
 """
 
 from __future__ import annotations
@@ -65,20 +78,28 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from trainables.cache import ImageSpec  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from spaces.profiles import PROFILES  # noqa: E402
+from trainables.cache import ImageSpec, load_images  # noqa: E402
 from trainables.data import DataCatalog, ImageSplit, PreparedData  # noqa: E402
 from trainables.models import create_model  # noqa: E402
 from trainables.train import train_trial  # noqa: E402
 
+#: 133 Kermany chest X-rays at the scanner's resolution; the repository sits beside ``../shared``.
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fullres_sample"
 WORKER_CHOICES = (0, 1, 2)
 ARMS = ("ours", "compute_limit", "seed_pipeline")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=None, help="Kaggle-layout data folder (default: the bundled demo set)")
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help=f"Kaggle-layout data folder (default {DEFAULT_DATA})"
+    )
     p.add_argument("--task", default="pneumonia3class", help="labelling task (default pneumonia3class)")
     p.add_argument("--model", default="tinyvgg", help="registered model name (default tinyvgg, the seed recipe)")
     p.add_argument("--size", type=int, default=128, help="square image side in pixels (default 128)")
@@ -88,14 +109,41 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3, help="measured epochs per arm, one per round (default 3)")
     p.add_argument("--probe-batches", type=int, default=12, help="batches per DataLoader worker-count probe")
     p.add_argument("--max-images", type=int, default=0, help="train on a random subset of this many images (0: all)")
+    p.add_argument(
+        "--epoch-images",
+        type=int,
+        default=1000,
+        help="cycle the train split until an epoch holds this many images (default 1000; 0: each image once)",
+    )
+    p.add_argument(
+        "--decode-images",
+        type=int,
+        default=1000,
+        help="images per timed one-off decode, the pool cycled (default 1000)",
+    )
+    p.add_argument(
+        "--decode-profile",
+        choices=(*PROFILES.list(), "none"),
+        default="cpu",
+        help="time the one-off decode at this profile's image specs, besides the benchmark's own (default cpu)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads in the main process (default 2)")
-    p.add_argument("--quick", action="store_true", help="~30 s smoke run: 256 images, 1 round, short probe")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="~30 s smoke run: 1 round of 128-image epochs, a short probe, 133-file decodes",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.max_images = args.max_images or 256
-        args.epochs, args.probe_batches = 1, 4
-    if args.epochs < 1 or args.probe_batches < 2 or args.max_images < 0:
-        p.error("--epochs must be >= 1, --probe-batches >= 2 and --max-images >= 0")
+        args.epoch_images, args.decode_images = min(args.epoch_images, 128), min(args.decode_images, 133)
+        args.epochs, args.probe_batches = 1, 3
+    if args.epochs < 1 or args.probe_batches < 2 or min(args.max_images, args.epoch_images) < 0:
+        p.error("--epochs must be >= 1, --probe-batches >= 2, --max-images and --epoch-images >= 0")
+    if args.decode_images < 1:
+        p.error(f"--decode-images must be >= 1, got {args.decode_images}")
+    if not args.data.is_dir():
+        p.exit(2, f"{p.prog}: error: no data folder at {args.data} (clone beside ../shared, or pass --data DIR)\n")
     return args
 
 
@@ -247,19 +295,53 @@ def probe_seed_workers(
 # -- data ---------------------------------------------------------------------------------------------------------
 
 
-def prepare_data(args: argparse.Namespace) -> tuple[DataCatalog, PreparedData, float, float]:
-    """Index, then decode the pool into a fresh temporary cache (timed), then read it back as a cache hit (timed)."""
-    spec = ImageSpec(args.size, args.size, args.channels)
+def prepare_data(args: argparse.Namespace) -> tuple[DataCatalog, PreparedData]:
+    """Index the folder and decode its pool once at the benchmark's spec (into a temporary cache: untimed here)."""
     with tempfile.TemporaryDirectory(prefix="cxr-bench-cache-") as tmp:
         catalog = DataCatalog(args.data, args.task, cache_directory=Path(tmp))
+        return catalog, catalog.prepare(ImageSpec(args.size, args.size, args.channels))
+
+
+def decode_specs(args: argparse.Namespace) -> list[ImageSpec]:
+    """The benchmark's own spec, then every spec of ``--decode-profile`` (the ones a search decodes up front)."""
+    specs = [ImageSpec(args.size, args.size, args.channels)]
+    if args.decode_profile != "none":
+        specs += [s for s in PROFILES.get(args.decode_profile).image_specs() if s not in specs]
+    return specs
+
+
+def time_decode(catalog: DataCatalog, spec: ImageSpec, n: int) -> tuple[float, float]:
+    """Seconds per 1,000 images of the one-off decode at ``spec``: cold (an empty cache directory) and from the disk
+    cache. The pool is cycled to ``n`` files so the decode runs as it would on an ``n``-image set (``load_images``,
+    one process per CPU from 256 files up). The JPEGs themselves sit in the OS page cache in both cases."""
+    reps = np.arange(max(n, len(catalog.index.paths))) % len(catalog.index.paths)
+    paths = [catalog.index.paths[i] for i in reps]
+    hashes = [catalog.index.hashes[i] for i in reps]
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-decode-") as tmp:
         t0 = time.perf_counter()
-        catalog.prepare(spec)
+        load_images(paths, hashes, spec, directory=Path(tmp))
         cold = time.perf_counter() - t0
-        again = DataCatalog(args.data, args.task, cache_directory=Path(tmp))
         t0 = time.perf_counter()
-        prepared = again.prepare(spec)
-        warm = time.perf_counter() - t0
-    return again, prepared, cold, warm
+        if not load_images(paths, hashes, spec, directory=Path(tmp)).from_cache:
+            raise RuntimeError(f"the second decode at {spec.label()} missed the cache it had just written")
+        cached = time.perf_counter() - t0
+    return cold * 1000 / len(paths), cached * 1000 / len(paths)
+
+
+def describe_images(paths: list[str]) -> str:
+    """Side lengths and modes of the source files (headers only), for the ``data`` line."""
+    sizes, modes = [], {}
+    for path in paths:
+        with Image.open(path) as im:
+            sizes.append(im.size)
+            modes[im.mode] = modes.get(im.mode, 0) + 1
+    sides = np.array(sizes)
+    megapixels = float(np.median(sides.prod(1))) / 1e6
+    return (
+        f"sides={sides.min()}-{sides.max()}px median_megapixels={megapixels:.2f} "
+        + "modes="
+        + ",".join(f"{m}:{k}" for m, k in sorted(modes.items()))
+    )
 
 
 def train_files(catalog: DataCatalog, prepared: PreparedData) -> tuple[list[str], list[int]]:
@@ -285,6 +367,19 @@ def subset(
     return dataclasses.replace(prepared, train=train, val=val), [paths[i] for i in sel], [labels[i] for i in sel]
 
 
+def cycle(
+    prepared: PreparedData, paths: list[str], labels: list[int], n: int
+) -> tuple[PreparedData, list[str], list[int]]:
+    """The train split repeated in order until it holds ``n`` images (the last pass cut short), so an epoch of a
+    133-image sample is long enough to time; every arm then trains on the same ``n`` entries, and the seed's loader
+    decodes every one of them again, as it does every epoch."""
+    if n <= len(labels):
+        return prepared, paths, labels
+    idx = np.arange(n) % len(labels)
+    train = ImageSplit(np.ascontiguousarray(prepared.train.x[idx]), prepared.train.y[idx])
+    return dataclasses.replace(prepared, train=train), [paths[i] for i in idx], [labels[i] for i in idx]
+
+
 # -- main ---------------------------------------------------------------------------------------------------------
 
 
@@ -297,18 +392,26 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     wall, load_start = time.perf_counter(), os.getloadavg()[0]
 
-    catalog, prepared, cold, warm = prepare_data(args)
-    n_pool = len(catalog.index.paths) - len(prepared.broken)
+    catalog, prepared = prepare_data(args)
     paths, labels = train_files(catalog, prepared)
+    n_files = len(labels)
     if 0 < args.max_images < len(labels):
         prepared, paths, labels = subset(prepared, paths, labels, args.max_images)
+        n_files = len(labels)
+    prepared, paths, labels = cycle(prepared, paths, labels, args.epoch_images)
     num_classes = len(prepared.classes)
     ds = seed_dataset(args, paths, labels, catalog.root)
     colour = "grey" if args.channels == 1 else "RGB"
     print(
+        f"data {catalog.root} pool_images={len(catalog.index.paths)} {describe_images(catalog.index.paths)} "
+        f"broken={len(prepared.broken)}",
+        flush=True,
+    )
+    print(
         f"setup model={args.model} size={args.size}x{args.size} channels={args.channels} ({colour}, all arms) "
         f"batch_size={args.batch_size} optimizer=adam lr={args.lr:g} classes={num_classes} "
-        f"train_images={len(labels)} rounds={args.epochs} (one epoch per arm per round) "
+        f"train_images={len(labels)} (train files={n_files}, cycled) rounds={args.epochs} "
+        f"(one epoch per arm per round) "
         f"metric=training-phase images/s (validation excluded in every arm)",
         flush=True,
     )
@@ -318,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         f"torch={torch.__version__}",
         flush=True,
     )
+    for spec in decode_specs(args):
+        cold, cached = time_decode(catalog, spec, args.decode_images)
+        print(
+            f"decode_once spec={spec.label()} images={max(args.decode_images, len(catalog.index.paths))} "
+            f"cold_s_per_1000={cold:.2f} cached_s_per_1000={cached:.3f}",
+            flush=True,
+        )
 
     channels_last = warm_up_ours(args, prepared)
     best_w, probe = probe_seed_workers(args, ds, num_classes, channels_last)
@@ -345,11 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"ours images_per_s={statistics.median(ours):.1f} epochs={_fmt(ours)} memory_format={layout}")
     print(f"compute_limit images_per_s={statistics.median(compute):.1f} epochs={_fmt(compute)} memory_format={layout}")
-    print(
-        f"decode_once seconds={cold:.2f} images={n_pool} (cold cache, whole pool, {colour}, before timing) "
-        f"cache_hit_seconds={warm:.2f} total_wall_seconds={time.perf_counter() - wall:.0f} "
-        f"load_1min_end={os.getloadavg()[0]:.2f}"
-    )
+    print(f"end total_wall_seconds={time.perf_counter() - wall:.0f} load_1min_end={os.getloadavg()[0]:.2f}")
     x = statistics.median(o / s for o, s in zip(ours, seed))
     y = statistics.median(o / c for o, c in zip(ours, compute))
     print(f"ratio_vs_seed_pipeline={x:.2f} ratio_vs_compute_limit={y:.2f}")

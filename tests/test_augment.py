@@ -67,6 +67,31 @@ def test_everything_on_is_repeatable_per_seed(xrays: torch.Tensor) -> None:
     assert a.dtype == torch.float32 and a.shape == xrays.shape and torch.isfinite(a).all()
 
 
+def test_cpu_augmentation_runs_on_one_thread_and_gives_the_batches_of_any_thread_count(xrays: torch.Tensor) -> None:
+    """One intra-op thread while augmenting (a busy 2-core machine stalls every multi-threaded small op), the
+    caller's thread count back afterwards for the model step, and bitwise the batches a 2-thread run gives."""
+    cfg = AugmentConfig(hflip=0.5, rotate=10, brightness=0.2, contrast=0.2, trivial_augment=True, crop_scale=0.7)
+    rgb = xrays.expand(-1, 3, -1, -1).contiguous()
+    threads_seen: list[int] = []
+
+    class Spy(BatchAugment):
+        def augment(self, x: torch.Tensor) -> torch.Tensor:
+            threads_seen.append(torch.get_num_threads())
+            return super().augment(x)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        spy = Spy(cfg, (0.5,) * 3, (0.25,) * 3, seed=3)
+        ours = [spy(rgb) for _ in range(2)]
+        assert threads_seen == [1, 1] and torch.get_num_threads() == 2
+        prep = BatchAugment(cfg, (0.5,) * 3, (0.25,) * 3, seed=3)
+        two_threads = [prep.normalise(prep.augment(rgb)) for _ in range(2)]  # the same ops, on two threads
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(ours, two_threads))
+
+
 def test_evaluation_only_normalises(xrays: torch.Tensor) -> None:
     cfg = AugmentConfig(hflip=1.0, rotate=10)
     prep = BatchAugment(cfg, (0.4,), (0.2,))

@@ -13,7 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_pipeline_benchmark_quick_prints_its_ratios_last() -> None:
+def test_pipeline_benchmark_quick_on_scanner_size_images_prints_decode_times_and_its_ratios_last() -> None:
+    """The default data is the full-resolution sample beside the repository; the one-off decode is timed per image
+    spec (the benchmark's own, then the cpu profile's), and the ratio line comes last."""
+    from spaces.profiles import CPU
+
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--quick"],
         capture_output=True,
@@ -22,12 +26,40 @@ def test_pipeline_benchmark_quick_prints_its_ratios_last() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"ratio_vs_seed_pipeline=(\d+\.\d+) ratio_vs_compute_limit=(\d+\.\d+)", last)
-    assert m, last
+    lines = proc.stdout.strip().splitlines()
+    m = re.fullmatch(r"ratio_vs_seed_pipeline=(\d+\.\d+) ratio_vs_compute_limit=(\d+\.\d+)", lines[-1])
+    assert m, lines[-1]
     assert float(m.group(1)) > 0 and float(m.group(2)) > 0
+    data = next(ln for ln in lines if ln.startswith("data "))
+    assert "fullres_sample pool_images=133 " in data and "broken=0" in data
+    assert re.search(r"train_images=128 \(train files=\d+, cycled\)", proc.stdout)
+    decoded = {}
+    for ln in lines:
+        if ln.startswith("decode_once "):
+            d = re.fullmatch(
+                r"decode_once spec=(\S+) images=133 cold_s_per_1000=(\d+\.\d+) cached_s_per_1000=(\d+\.\d+)", ln
+            )
+            assert d, ln
+            decoded[d.group(1)] = float(d.group(2)), float(d.group(3))
+    assert list(decoded) == ["128x128-rgb-stretch"] + [s.label() for s in CPU.image_specs()]
+    assert all(cold > cached > 0 for cold, cached in decoded.values())
     assert re.search(r"^seed_pipeline images_per_s=", proc.stdout, re.M)
     assert re.search(r"^ours images_per_s=", proc.stdout, re.M)
+
+
+def test_pipeline_benchmark_without_its_data_says_so_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "fullres_sample"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--data", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"pipeline.py: error: no data folder at {missing} (clone beside ../shared, or pass --data DIR)"
+    ]
 
 
 def test_asha_replay_shows_what_each_rung_signal_would_have_stopped(tmp_path: Path) -> None:

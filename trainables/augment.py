@@ -10,12 +10,16 @@ photometric ops are broadcast per image;
 Rotations sample outside the image with reflection padding, so a rotated X-ray has no black corners (a failure one
 seed project ran into with zero fill).
 
-No Python loop runs per image: the cost is a handful of tensor ops per batch.
+No Python loop runs per image: the cost is a handful of tensor ops per batch. On the CPU those ops run on one
+intra-op thread (:func:`one_cpu_thread`): a second thread gains little on ops this small, and on a busy machine a
+multi-threaded op waits for whichever of its threads the OS has descheduled. The results are bitwise the same.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -25,7 +29,7 @@ from torchvision.transforms.v2 import functional as TF
 from trainables.augment_config import AugmentConfig
 from trainables.intensity import standardise
 
-__all__ = ["TA_OPS", "TA_TABLE", "AugmentConfig", "BatchAugment", "TAOp"]
+__all__ = ["TA_OPS", "TA_TABLE", "AugmentConfig", "BatchAugment", "TAOp", "one_cpu_thread"]
 
 
 class TAOp(NamedTuple):
@@ -59,6 +63,28 @@ TA_TABLE = (
 TA_OPS = tuple(op.name for op in TA_TABLE)
 _TA_GEOMETRIC = frozenset(op.name for op in TA_TABLE if op.geometric)
 _TA_MAX = {op.name: op.max_magnitude for op in TA_TABLE}
+_TA_SIGNED = torch.tensor([op.signed for op in TA_TABLE])
+_TA_IS_GEOMETRIC = torch.tensor([op.geometric for op in TA_TABLE])
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the enclosed CPU tensor ops on one intra-op thread, then restore the thread count (no-op off the CPU).
+
+    A batch's augmentation is some hundred element-wise ops of about a millisecond each. With two or more threads,
+    each op is a parallel region that ends only when every thread has done its share: when other processes keep
+    the cores busy, one descheduled thread stalls the region for an OS time slice, which made augmentation many times
+    slower than on one thread (README, "Input pipeline"). Switching the count costs well under a microsecond.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -122,38 +148,41 @@ class BatchAugment:
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or [0, 1] float -> (x - mean) / std, float32."""
         if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
+            return x.float().div_(255.0).sub_(self.mean).div_(self.std)
         return (x - self.mean) / self.std
 
     def __call__(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.intensity != "none":
-            x = standardise(x, self.intensity)
-        if not train or not self.config.active:
-            return self.normalise(x)
-        return self.normalise(self.augment(x))
+        with one_cpu_thread(self.device):
+            if self.intensity != "none":
+                x = standardise(x, self.intensity)
+            if not train or not self.config.active:
+                return self.normalise(x)
+            return self.augment(x).sub_(self.mean).div_(self.std)  # in place: the augmented batch is a new tensor
 
     # -- the augmentation proper, in [0, 1] float ------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 batch -> augmented float batch in [0, 1] (not normalised)."""
+        """uint8 batch -> augmented float batch in [0, 1] (not normalised), always a new tensor."""
         cfg, g = self.config, self.generator
         n, _, h, w = x.shape
-        x = x.float().div_(255.0)
         ta_op = torch.randint(len(TA_OPS), (n,), generator=g, device=self.device) if cfg.trivial_augment else None
         ta_mag = torch.rand(n, generator=g, device=self.device) if cfg.trivial_augment else None
         if ta_mag is not None:  # random sign for the signed ops
             ta_sign = torch.where(torch.rand(n, generator=g, device=self.device) < 0.5, -1.0, 1.0)
-            signed = torch.tensor([op.signed for op in TA_TABLE], device=self.device)[ta_op]
+            signed = _TA_SIGNED.to(self.device)[ta_op]
             ta_mag = torch.where(signed, ta_mag * ta_sign, ta_mag)
 
+        # Flips move whole pixels, so they run on the uint8 batch (a quarter of the bytes) before it becomes float;
+        # every step below then works on this new float tensor in place where it can.
         x = self._flips(x)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float().div(255.0)  # a new tensor either way
         if cfg.rotate > 0 or cfg.crop_scale < 1.0:
             x = self._warp(x, ta_op, ta_mag)
         elif ta_op is not None:  # only the images that drew a geometric TrivialAugment op need a warp
-            geo = torch.tensor([op.geometric for op in TA_TABLE], device=self.device)[ta_op]
+            geo = _TA_IS_GEOMETRIC.to(self.device)[ta_op]
             idx = geo.nonzero().squeeze(1)
             if idx.numel():
-                x = x.index_copy(0, idx, self._warp(x.index_select(0, idx), ta_op[idx], ta_mag[idx]))
+                x.index_copy_(0, idx, self._warp(x.index_select(0, idx), ta_op[idx], ta_mag[idx]))
         if ta_op is not None:
             x = self._trivial_photometric(x, ta_op, ta_mag)
         if cfg.brightness > 0:
@@ -168,8 +197,8 @@ class BatchAugment:
         cfg, g, n = self.config, self.generator, x.shape[0]
         for p, dim in ((cfg.hflip, -1), (cfg.vflip, -2)):
             if p > 0:
-                flip = (torch.rand(n, generator=g, device=self.device) < p).view(-1, 1, 1, 1)
-                x = torch.where(flip, x.flip(dim), x)
+                idx = (torch.rand(n, generator=g, device=self.device) < p).nonzero().squeeze(1)
+                x = x.index_copy(0, idx, x.index_select(0, idx).flip(dim))  # only the drawn images move
         return x
 
     def _warp(self, x: torch.Tensor, ta_op: torch.Tensor | None, ta_mag: torch.Tensor | None) -> torch.Tensor:
@@ -213,8 +242,9 @@ class BatchAugment:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _trivial_photometric(self, x: torch.Tensor, ta_op: torch.Tensor, ta_mag: torch.Tensor) -> torch.Tensor:
-        """TrivialAugmentWide's colour ops, each applied to the images that drew it, with their own magnitude."""
-        out = x
+        """TrivialAugmentWide's colour ops, each applied to the images that drew it, with their own magnitude.
+
+        Writes into ``x``: every image drew exactly one op, so no op reads an image another op has written."""
         for k, op in enumerate(TA_OPS):
             if op == "identity" or op in _TA_GEOMETRIC:
                 continue
@@ -244,7 +274,5 @@ class BatchAugment:
                 yi = torch.where(hi > lo, (xi - lo) / (hi - lo).clamp(min=1e-6), xi)
             else:  # equalize: a per-image histogram, which torchvision computes batched
                 yi = TF.equalize((xi * 255).round().to(torch.uint8)).float() / 255
-            if out is x:
-                out = x.clone()
-            out.index_copy_(0, idx, yi)
-        return out
+            x.index_copy_(0, idx, yi)
+        return x
