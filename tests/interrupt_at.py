@@ -5,8 +5,8 @@ by chance: ``CXR_INTERRUPT_AT=N:E:MOMENT`` sends SIGINT to the driver when the N
 
 * ``result``:   has its epoch E result being recorded by Tune, before Tune has recorded that epoch's checkpoint (Tune
   takes a trial's result and its checkpoint in two steps);
-* ``inflight``: has had epoch E recorded, checkpoint and all, and has then trained epoch E+1 and written its
-  checkpoint, which the driver has not taken in yet.
+* ``inflight``: has had epoch E recorded, checkpoint and all (E=0: has started), and has then trained epoch E+1 and
+  written its checkpoint, which the driver has not taken in yet.
 
 ``tests/search_driver.py`` calls :func:`install` when the variable is set: it adds :class:`InterruptAt` to the Tune
 callbacks of the search. Tune pickles its callbacks into the run, so a resumed search has the callback too; without
@@ -78,7 +78,9 @@ class InterruptAt(Callback):
         if len(trials) < number:
             return
         trial = trials[number - 1]
-        if int(trial.last_result.get("epoch", 0)) != epoch or trial.is_saving or not trial.checkpoint:
+        if trial.status != "RUNNING" or trial.is_saving or int(trial.last_result.get("epoch", 0)) != epoch:
+            return
+        if epoch and not trial.checkpoint:  # epoch E's checkpoint not yet recorded by Tune
             return
         # The driver holds here (it takes in no result) while the trial trains epoch E+1 and writes its checkpoint.
         deadline = time.monotonic() + 120

@@ -420,8 +420,9 @@ def load_checkpoint_state(directory: str | Path) -> dict[str, Any]:
 def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = None) -> dict[str, Any] | None:
     """The Ray Tune function trainable (also callable directly): one trial of ``config`` on ``data``.
 
-    Inside Tune it reports every epoch with a checkpoint and resumes from ``tune.get_checkpoint()``; outside Tune
-    it trains and returns the last epoch's metrics. ``data`` defaults to the bundled demo set.
+    Inside Tune it reports every epoch with a checkpoint and resumes from ``tune.get_checkpoint()``, or from a newer
+    checkpoint in its folder that Tune's state missed (``_catch_up``); outside Tune it trains and returns the last
+    epoch's metrics. ``data`` defaults to the bundled demo set.
     """
     data = data if data is not None else DataCatalog()
     if not _tune_session_active():
@@ -431,31 +432,49 @@ def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = N
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    trial = tune.get_context().get_trial_name()
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        trial = tune.get_context().get_trial_name()
         with checkpoint.as_directory() as d:
             resume = _readable_checkpoint(d, checkpoint.path, trial)
         if resume is not None:
-            resume = _catch_up(checkpoint, resume, trial)
+            folder, name = posixpath.split(checkpoint.path.rstrip("/"))
+            own = _CHECKPOINT_DIR.fullmatch(name)
+            if own is not None:
+                resume = _catch_up(checkpoint.filesystem, folder, int(own.group(1)), resume, trial)
+    elif (storage := _trial_storage()) is not None:
+        resume = _catch_up(*storage, -1, None, trial)
     train_trial(config, data, reporter=_tune_reporter, resume_state=resume)
     return None
 
 
-def _catch_up(checkpoint: Any, state: dict[str, Any], trial: str) -> dict[str, Any]:
-    """The state a resumed trial goes on from: ``state`` (Tune's checkpoint), or a later checkpoint the trial wrote in
-    its folder that Tune's saved state does not know of, reported to Tune now.
+def _trial_storage() -> tuple[Any, str] | None:
+    """(filesystem, folder) of this trial on the run's storage, or None. Tune hands a trial its folder only inside a
+    checkpoint; before its first one, the folder is read from Ray's session (an internal of Ray 2.x)."""
+    try:
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        return storage.storage_filesystem, storage.trial_fs_path
+    except Exception:  # noqa: BLE001 - another Ray: the trial trains from scratch as before
+        return None
+
+
+def _catch_up(fs: Any, folder: str, after: int, state: dict[str, Any] | None, trial: str) -> dict[str, Any] | None:
+    """The state a (re)started trial goes on from: ``state`` (Tune's checkpoint ``after``, None: none), or a later
+    checkpoint the trial wrote in its ``folder`` that Tune's saved state does not know of, reported to Tune now.
 
     A trial writes an epoch's checkpoint before Tune takes in the epoch; a run stopped in between (Ctrl+C as the result
     was on its way, a driver killed) leaves Tune's state an epoch behind the trial. Its epochs after ``state`` are
     reported from that checkpoint's history, as they were trained, instead of being trained a second time.
     """
-    newer = _newer_checkpoint(checkpoint, int(state["epoch"]))
+    done = int(state["epoch"]) if state is not None else 0
+    newer = _newer_checkpoint(fs, folder, after, done)
     if newer is None:
         return state
     path, latest = newer
-    done, last = int(state["epoch"]), int(latest["epoch"])
+    last = int(latest["epoch"])
     log.warning(
         "trial %s: resuming from %s (epoch %d), newer than the checkpoint Ray Tune recorded (epoch %d); epoch(s) "
         "%d-%d are reported from it, not trained again",
@@ -473,33 +492,32 @@ def _catch_up(checkpoint: Any, state: dict[str, Any], trial: str) -> dict[str, A
     return latest
 
 
-#: Ray Tune's name of the folder of a trial's n-th checkpoint.
+#: Ray Tune's name of the folder of a trial's n-th checkpoint (n from 0).
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
 
 
-def _newer_checkpoint(checkpoint: Any, epoch: int) -> tuple[str, dict[str, Any]] | None:
-    """(path, state) of the newest readable checkpoint beside ``checkpoint`` in its trial folder (on the storage,
-    local or remote) written after it and past ``epoch``; None if there is none. A checkpoint cut short while it was
+def _newer_checkpoint(fs: Any, folder: str, after: int, epoch: int) -> tuple[str, dict[str, Any]] | None:
+    """(path, state) of the newest readable checkpoint in the trial ``folder`` on ``fs`` (the storage, local or
+    remote) numbered above ``after`` and past ``epoch``; None if there is none. A checkpoint cut short while it was
     written cannot be read and is passed over."""
     from pyarrow.fs import FileSelector, FileType
     from ray import tune
 
-    fs = checkpoint.filesystem
-    folder, name = posixpath.split(checkpoint.path.rstrip("/"))
-    own = _CHECKPOINT_DIR.fullmatch(name)
-    if own is None:
-        return None
     try:
-        infos = fs.get_file_info(FileSelector(folder))
+        infos = fs.get_file_info(FileSelector(folder, allow_not_found=True))
     except OSError:
         return None
     later = sorted(
-        ((int(m.group(1)), info.path) for info in infos if (m := _CHECKPOINT_DIR.fullmatch(info.base_name))),
+        (
+            (int(m.group(1)), info.path)
+            for info in infos
+            if info.type == FileType.Directory and (m := _CHECKPOINT_DIR.fullmatch(info.base_name))
+        ),
         reverse=True,
     )
     for index, path in later:
-        if index <= int(own.group(1)) or fs.get_file_info(path).type != FileType.Directory:
-            continue
+        if index <= after:
+            break
         try:
             with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
                 state = load_checkpoint_state(d)
