@@ -127,7 +127,8 @@ def fit_interrupted(tuner: Any) -> tuple[bool, Any]:
 
     Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
     terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
-    before ``fit`` and found again after it means the run was interrupted.
+    before ``fit`` and found again after it means the run was interrupted. (Inside ``fit``, the Tune callback
+    :class:`search.interrupt_guard.EpochSafeInterrupt` passes the signal on to Tune's handler only between epochs.)
     """
     if not _in_main_thread():
         return False, tuner.fit()
