@@ -117,3 +117,12 @@ def test_ctrl_c_once_the_run_is_marked_finished_is_a_plain_interrupt(tmp_path: P
             _interrupted_after_fit(tmp_path, True, signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_every_search_and_study_run_has_the_guard_after_its_own_callbacks(tmp_path: Path) -> None:
+    from search.tuner import run_config
+
+    mine = EpochSafeInterrupt()
+    callbacks = run_config("run", str(tmp_path), [mine]).callbacks
+    assert callbacks[0] is mine and isinstance(callbacks[-1], EpochSafeInterrupt) and len(callbacks) == 2
+    assert isinstance(run_config("run", str(tmp_path)).callbacks[-1], EpochSafeInterrupt)
