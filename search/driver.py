@@ -7,13 +7,14 @@ anything, the failed trials in run.json, the report at the end and the exit code
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "mark_finished",
     "record_failed_trials",
     "report_and_push",
+    "resumable_until_finished",
     "resume_settings",
     "run_or_interrupted",
     "run_place",
@@ -112,6 +114,10 @@ def run_place(storage: str, name: str, resume_dir: Path | None = None) -> RunPla
     return RunPlace(storage_path, uri, run_dir)
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def _sigint_sentinel(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -121,9 +127,10 @@ def fit_interrupted(tuner: Any) -> tuple[bool, Any]:
 
     Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
     terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
-    before ``fit`` and found again after it means the run was interrupted.
+    before ``fit`` and found again after it means the run was interrupted. (Inside ``fit``, the Tune callback
+    :class:`search.interrupt_guard.EpochSafeInterrupt` passes the signal on to Tune's handler only between epochs.)
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         return False, tuner.fit()
     signal.signal(signal.SIGINT, _sigint_sentinel)
     # SIGTERM (a spot node's notice, `kill`, a scheduler's stop) stops the run as Ctrl+C does: Tune handles SIGINT.
@@ -134,6 +141,25 @@ def fit_interrupted(tuner: Any) -> tuple[bool, Any]:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+@contextlib.contextmanager
+def resumable_until_finished(run_dir: Path, hint: str) -> Iterator[None]:
+    """Ctrl+C or SIGTERM inside the block ends the run as :class:`RunInterrupted` with ``hint`` (how to resume) as
+    long as run.json is not marked finished: after ``fit()`` returns, the run is still unfinished (``--resume`` ends
+    it) until :func:`mark_finished`. Once it is marked, a Ctrl+C is plain ``KeyboardInterrupt`` ("interrupted")."""
+    previous_term = None
+    if _in_main_thread():
+        previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    except KeyboardInterrupt:
+        if load_run_info(run_dir).get("finished") is True:
+            raise
+        raise RunInterrupted(hint) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 def record_failed_trials(run_dir: Path, grid: Any) -> None:

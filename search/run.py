@@ -35,6 +35,7 @@ from search.driver import (
     mark_finished,
     record_failed_trials,
     report_and_push,
+    resumable_until_finished,
     resume_settings,
     run_or_interrupted,
     run_place,
@@ -331,28 +332,30 @@ def _search_on_ray(
     if uri is not None:
         push_run_files(run_dir, uri, ("run.json", "study.db"))
     fault_guard.reset()
-    interrupted, grid = _fit_interrupted(tuner)
-    reason = fault_guard.stopped_by_storage()
-    if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last one)
-        raise _storage_fault(uri or run_dir, reason)
-    record_failed_trials(run_dir, grid)
-    if interrupted:
-        # Ctrl+C (or SIGTERM): Tune saved its state and stopped; the unfinished trials resume from their checkpoints.
-        if uri is not None:
-            pull_trial_files(uri, run_dir)
-        write_trials_csv(run_dir)
-        if uri is not None:
-            push_run_files(run_dir, uri)
-        raise SearchInterrupted(f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}")
-    from search.searcher import close_running_trials
+    hint = f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}"
+    with resumable_until_finished(run_dir, hint):
+        interrupted, grid = _fit_interrupted(tuner)
+        reason = fault_guard.stopped_by_storage()
+        if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last)
+            raise _storage_fault(uri or run_dir, reason)
+        record_failed_trials(run_dir, grid)
+        if interrupted:
+            # Ctrl+C (or SIGTERM): Tune saved its state and stopped; unfinished trials resume from their checkpoints.
+            if uri is not None:
+                pull_trial_files(uri, run_dir)
+            write_trials_csv(run_dir)
+            if uri is not None:
+                push_run_files(run_dir, uri)
+            raise SearchInterrupted(hint)
+        from search.searcher import close_running_trials
 
-    try:
-        closed = close_running_trials(run_dir / STUDY_FILE, r.name)
-        if closed:
-            log.info("%d trial(s) the time budget stopped are PRUNED in the Optuna study", closed)
-    except Exception as exc:  # noqa: BLE001 - the study is a record; its update must not cost the run
-        log.warning("could not mark the stopped trials in %s: %s: %s", STUDY_FILE, type(exc).__name__, exc)
-    return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
+        try:
+            closed = close_running_trials(run_dir / STUDY_FILE, r.name)
+            if closed:
+                log.info("%d trial(s) the time budget stopped are PRUNED in the Optuna study", closed)
+        except Exception as exc:  # noqa: BLE001 - the study is a record; its update must not cost the run
+            log.warning("could not mark the stopped trials in %s: %s: %s", STUDY_FILE, type(exc).__name__, exc)
+        return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
 
 
 def _storage_fault(where: str | Path, reason: str) -> StorageFault:

@@ -37,6 +37,7 @@ from search.driver import (
     mark_finished,
     record_failed_trials,
     report_and_push,
+    resumable_until_finished,
     resume_settings,
     run_or_interrupted,
     run_place,
@@ -323,18 +324,18 @@ def _study_on_ray(
     console.line(line)
     if place.uri is not None:
         push_run_files(run_dir, place.uri, ("run.json",))
-    interrupted, grid = fit_interrupted(tuner)
-    record_failed_trials(run_dir, grid)
-    if interrupted:
-        if place.uri is not None:
-            pull_trial_files(place.uri, run_dir)
-        write_trials_csv(run_dir)
-        if place.uri is not None:
-            push_run_files(run_dir, place.uri)
-        raise RunInterrupted(
-            f"study interrupted; continue it with: python -m search.study --resume {place.uri or run_dir}"
-        )
-    return _finish(run_dir, report=s.report, uri=place.uri, out=console.line)
+    hint = f"study interrupted; continue it with: python -m search.study --resume {place.uri or run_dir}"
+    with resumable_until_finished(run_dir, hint):
+        interrupted, grid = fit_interrupted(tuner)
+        record_failed_trials(run_dir, grid)
+        if interrupted:
+            if place.uri is not None:
+                pull_trial_files(place.uri, run_dir)
+            write_trials_csv(run_dir)
+            if place.uri is not None:
+                push_run_files(run_dir, place.uri)
+            raise RunInterrupted(hint)
+        return _finish(run_dir, report=s.report, uri=place.uri, out=console.line)
 
 
 def _run_info(

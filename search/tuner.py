@@ -120,14 +120,17 @@ def build_tuner(
 
 def run_config(name: str, storage_path: str, callbacks: list[Any] | None = None) -> Any:
     """Tune's ``RunConfig`` of a search or a study: the experiment ``name`` under ``storage_path``, the last checkpoint
-    kept per trial (what ``--resume`` continues from), one retry of a trial whose worker failed."""
+    kept per trial (what ``--resume`` continues from), one retry of a trial whose worker failed, and ``callbacks``
+    followed by :class:`search.interrupt_guard.EpochSafeInterrupt` (Ctrl+C stops the run between epochs only)."""
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+
+    from search.interrupt_guard import EpochSafeInterrupt
 
     return RunConfig(
         name=name,
         storage_path=storage_path,
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         failure_config=FailureConfig(max_failures=1),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), EpochSafeInterrupt()],
         verbose=1,
     )

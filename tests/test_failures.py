@@ -16,8 +16,11 @@
    write access is restored.
 7. A trial's checkpoint is truncated while the search is interrupted: on ``--resume`` that trial trains again from
    scratch and says so in one line of ``search.log``; the search finishes with exit code 0.
+8. Ctrl+C lands at an epoch boundary, at the two moments where Tune's saved state and the trial's checkpoints can
+   disagree (tests/interrupt_at.py sends it there for certain): ``--resume`` trains no epoch twice and reports each
+   once.
 
-Tests 1-4 run against a cluster the test starts (tests/clusterlib.py); 5-7 let the driver start its own Ray, as a
+Tests 1-4 run against a cluster the test starts (tests/clusterlib.py); 5-8 let the driver start its own Ray, as a
 user's search does, so that a limit put on the driver (dropped capabilities) holds for every Ray process too. The
 trials are the test-only ``smoke`` space's (tests/smoke_space.py): a plan names each trial's kind by number.
 """
@@ -49,7 +52,7 @@ from clusterlib import (
     wait_for,
 )
 
-from runstore.trials import load_trials, write_trials_csv
+from runstore.trials import load_trials, trial_order, write_trials_csv
 from trainables.train import CHECKPOINT_FILE, load_checkpoint_state
 
 pytestmark = pytest.mark.slow
@@ -443,3 +446,45 @@ def test_a_truncated_checkpoint_found_on_resume_restarts_that_trial_from_scratch
     assert redone["val_balanced_acc"].tolist() == [r["val_balanced_acc"] for r in rows[-3:]]
     assert not trials.duplicated(["trial_id", "epoch"]).any() and trials["trial_id"].nunique() == 2
     assert _folder_digest(run_dir / finished) == finished_files
+
+
+@pytest.mark.parametrize(("moment", "epoch"), [("result", 2), ("inflight", 1), ("inflight", 0)])
+def test_ctrl_c_at_an_epoch_boundary_resumes_training_no_epoch_twice(
+    moment: str, epoch: int, data: Path, tmp_path: Path, own_ray_env
+) -> None:
+    """``result``: Ctrl+C as Tune records the second trial's epoch 2, before it records that epoch's checkpoint (Tune
+    takes them in two steps). ``inflight``: Ctrl+C once that trial has trained epoch E+1 and written its checkpoint,
+    after Tune recorded epoch E (0: none) and before it takes epoch E+1's result in. Either way the resumed trial goes
+    on after the last epoch it trained: every epoch is reported once, and each epoch trained before Ctrl+C is reported
+    as it was trained then (a second training of it would not take the same seconds)."""
+    run_dir = tmp_path / "runs" / "edge"
+    env = {**own_ray_env("ok,ok"), "CXR_INTERRUPT_AT": f"2:{epoch}:{moment}"}
+    code, output = run_search(_fault_search(data, tmp_path / "runs", "edge"), env, cwd=tmp_path)
+    assert code == 130 and f"python -m search.run --resume {run_dir}" in output, output[-3000:]
+    assert "interrupt_at: SIGINT" in (run_dir / "search.log").read_text(errors="replace")
+    before = trial_results(run_dir)
+    first, second = sorted(before, key=trial_order)
+    assert _epochs(before[first]) == [1, 2, 3] and _epochs(before[second]) == list(range(1, epoch + 1)), before
+    trained = {}
+    for path in (run_dir / second).glob(f"checkpoint_*/{CHECKPOINT_FILE}"):
+        state = load_checkpoint_state(path.parent)
+        trained[int(state["epoch"])] = state["history"][-1]
+    # That epoch's checkpoint is written (a fast trial may even have trained the next one while the driver stopped it).
+    assert (epoch + 1 if moment == "inflight" else epoch) in trained, sorted(trained)
+    finished_files = _folder_digest(run_dir / first)
+
+    resumed = Search(["--resume", str(run_dir)], env | {"CXR_INTERRUPT_AT": ""}, cwd=tmp_path, log_name="resume.log")
+    try:
+        code = resumed.wait(timeout=600)
+    finally:
+        resumed.kill()
+    assert code == 0, resumed.output()[-5000:]
+    rows = trial_results(run_dir)[second]
+    assert _epochs(rows) == [1, 2, 3], _epochs(rows)
+    for done, figures in trained.items():  # each epoch trained before Ctrl+C is reported as it was trained then
+        assert {k: rows[done - 1][k] for k in ("train_loss", "epoch_seconds")} == {
+            k: figures[k] for k in ("train_loss", "epoch_seconds")
+        }, done
+    assert _folder_digest(run_dir / first) == finished_files
+    trials = load_trials(run_dir)
+    assert not trials.duplicated(["trial_id", "epoch"]).any() and set(trials["status"]) == {"COMPLETED"}

@@ -211,8 +211,13 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_trials(
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = load_trials(run_dir)
     assert after["trial_id"].nunique() == 6
-    # No epoch reported twice by any trial, and every trial finished before is untouched.
+    # No epoch reported twice by any trial, and every trial finished before is untouched. Ray's result.json of each
+    # trial keeps every epoch reported (a trial trained again from scratch included): 1, 2, ... with none twice.
     assert not after.duplicated(["trial_id", "epoch"]).any()
+    for trial_dir in after["trial_dir"].unique():
+        lines = (run_dir / trial_dir / "result.json").read_text().splitlines()
+        epochs = [json.loads(line)["epoch"] for line in lines if line.strip()]
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_dir, epochs)
     for tid, text in done.items():
         trial_dir = run_dir / after.loc[after["trial_id"] == tid, "trial_dir"].iloc[0]
         assert (trial_dir / "result.json").read_text() == text

@@ -148,12 +148,12 @@ def test_an_interrupted_augmentation_study_resumes_keeping_its_finished_trials(
     )
     assert sorted(zip(per_trial.level, per_trial.seed)) == [("none", 0), ("none", 1), ("seed", 0), ("seed", 1)]
     assert (after["status"] == "COMPLETED").all()
-    assert all(sorted(set(epochs)) == [1, 2, 3, 4] for _, epochs in after.groupby("trial_id")["epoch"])
-    # Known race (not fixed): an epoch reported just as Ctrl+C lands can be trained again after --resume, when Tune
-    # saved the trial's state before that epoch's checkpoint. Only the trial running at the interrupt may show it.
-    repeated = set(after.loc[after.duplicated(["trial_id", "epoch"]), "trial_id"])
-    assert not repeated & set(done), repeated
-    assert len(repeated) <= 1, repeated
+    # Every epoch of every trial exactly once, the trial running at Ctrl+C included: in trials.csv and in Ray's own
+    # result.json of each trial (which keeps every epoch reported, a trial trained again from scratch included).
+    assert all(epochs.tolist() == [1, 2, 3, 4] for _, epochs in after.groupby("trial_id")["epoch"])
+    for trial_dir in after["trial_dir"].unique():
+        lines = (run_dir / trial_dir / "result.json").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines if line.strip()] == [1, 2, 3, 4], trial_dir
     for tid, text in done.items():
         assert (run_dir / after.loc[after["trial_id"] == tid, "trial_dir"].iloc[0] / "result.json").read_text() == text
     # The level set the augmentation fields the trial trained with: none turns every op off, seed is flip + TA.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,25 @@ def test_cpu_is_picked_without_a_gpu() -> None:
 
     if not torch.cuda.is_available():
         assert pick_device().type in ("cpu", "mps")
+
+
+def test_a_resumed_trial_finds_the_newest_whole_checkpoint_written_after_tunes(tmp_path: Path) -> None:
+    """What ``--resume`` goes on from when Tune's state missed a checkpoint the trial wrote (Ctrl+C as the result was
+    on its way): the newest readable one numbered after Tune's and past its epoch; one cut short is passed over."""
+    from pyarrow.fs import LocalFileSystem
+
+    from trainables.train import CHECKPOINT_FILE, _newer_checkpoint
+
+    for index in range(3):  # checkpoint_00000N holds epoch N+1, as Tune numbers them
+        folder = tmp_path / f"checkpoint_{index:06d}"
+        folder.mkdir()
+        history = [{"epoch": e} for e in range(1, index + 2)]
+        torch.save({"epoch": index + 1, "history": history}, folder / CHECKPOINT_FILE)
+    newest = tmp_path / "checkpoint_000002" / CHECKPOINT_FILE
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a copy that did not finish
+    fs = LocalFileSystem()
+    path, state = _newer_checkpoint(fs, str(tmp_path), 0, 1)
+    assert path == str(tmp_path / "checkpoint_000001") and state["epoch"] == 2
+    assert _newer_checkpoint(fs, str(tmp_path), 1, 2) is None  # Tune's own is the newest whole one
+    assert _newer_checkpoint(fs, str(tmp_path), -1, 2) is None  # nothing past the epoch Tune has
+    assert _newer_checkpoint(fs, str(tmp_path / "not-yet"), -1, 0) is None  # a trial's first start

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -395,12 +397,16 @@ def train_trial(
     return TrialResult(cfg, history, loop.model, prepared.classes, extra={"mean": mean, "std": std})
 
 
-def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    """Report an epoch to Tune, with ``state`` as its checkpoint (None: the metrics only)."""
     import ray
     from ray import tune
 
     # Which node ran the epoch: Tune adds pid, hostname and node_ip itself, but nodes can share a host (and an IP).
     metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+    if state is None:
+        tune.report(metrics)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -414,8 +420,9 @@ def load_checkpoint_state(directory: str | Path) -> dict[str, Any]:
 def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = None) -> dict[str, Any] | None:
     """The Ray Tune function trainable (also callable directly): one trial of ``config`` on ``data``.
 
-    Inside Tune it reports every epoch with a checkpoint and resumes from ``tune.get_checkpoint()``; outside Tune
-    it trains and returns the last epoch's metrics. ``data`` defaults to the bundled demo set.
+    Inside Tune it reports every epoch with a checkpoint and resumes from ``tune.get_checkpoint()``, or from a newer
+    checkpoint in its folder that Tune's state missed (``_catch_up``); outside Tune it trains and returns the last
+    epoch's metrics. ``data`` defaults to the bundled demo set.
     """
     data = data if data is not None else DataCatalog()
     if not _tune_session_active():
@@ -425,12 +432,99 @@ def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = N
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    trial = tune.get_context().get_trial_name()
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = _readable_checkpoint(d, checkpoint.path, tune.get_context().get_trial_name())
+            resume = _readable_checkpoint(d, checkpoint.path, trial)
+        if resume is not None:
+            folder, name = posixpath.split(checkpoint.path.rstrip("/"))
+            own = _CHECKPOINT_DIR.fullmatch(name)
+            if own is not None:
+                resume = _catch_up(checkpoint.filesystem, folder, int(own.group(1)), resume, trial)
+    elif (storage := _trial_storage()) is not None:
+        resume = _catch_up(*storage, -1, None, trial)
     train_trial(config, data, reporter=_tune_reporter, resume_state=resume)
+    return None
+
+
+def _trial_storage() -> tuple[Any, str] | None:
+    """(filesystem, folder) of this trial on the run's storage, or None. Tune hands a trial its folder only inside a
+    checkpoint; before its first one, the folder is read from Ray's session (an internal of Ray 2.x)."""
+    try:
+        from ray.train._internal.session import get_session
+
+        storage = get_session().storage
+        return storage.storage_filesystem, storage.trial_fs_path
+    except Exception:  # noqa: BLE001 - another Ray: the trial trains from scratch as before
+        return None
+
+
+def _catch_up(fs: Any, folder: str, after: int, state: dict[str, Any] | None, trial: str) -> dict[str, Any] | None:
+    """The state a (re)started trial goes on from: ``state`` (Tune's checkpoint ``after``, None: none), or a later
+    checkpoint the trial wrote in its ``folder`` that Tune's saved state does not know of, reported to Tune now.
+
+    A trial writes an epoch's checkpoint before Tune takes in the epoch; a run stopped in between (Ctrl+C as the result
+    was on its way, a driver killed) leaves Tune's state an epoch behind the trial. Its epochs after ``state`` are
+    reported from that checkpoint's history, as they were trained, instead of being trained a second time.
+    """
+    done = int(state["epoch"]) if state is not None else 0
+    newer = _newer_checkpoint(fs, folder, after, done)
+    if newer is None:
+        return state
+    path, latest = newer
+    last = int(latest["epoch"])
+    log.warning(
+        "trial %s: resuming from %s (epoch %d), newer than the checkpoint Ray Tune recorded (epoch %d); epoch(s) "
+        "%d-%d are reported from it, not trained again",
+        trial,
+        f"{path}/{CHECKPOINT_FILE}",
+        last,
+        done,
+        done + 1,
+        last,
+    )
+    history = latest["history"]
+    for metrics in history[done : last - 1]:
+        _tune_reporter(metrics, None)
+    _tune_reporter(history[last - 1], latest)
+    return latest
+
+
+#: Ray Tune's name of the folder of a trial's n-th checkpoint (n from 0).
+_CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
+
+
+def _newer_checkpoint(fs: Any, folder: str, after: int, epoch: int) -> tuple[str, dict[str, Any]] | None:
+    """(path, state) of the newest readable checkpoint in the trial ``folder`` on ``fs`` (the storage, local or
+    remote) numbered above ``after`` and past ``epoch``; None if there is none. A checkpoint cut short while it was
+    written cannot be read and is passed over."""
+    from pyarrow.fs import FileSelector, FileType
+    from ray import tune
+
+    try:
+        infos = fs.get_file_info(FileSelector(folder, allow_not_found=True))
+    except OSError:
+        return None
+    later = sorted(
+        (
+            (int(m.group(1)), info.path)
+            for info in infos
+            if info.type == FileType.Directory and (m := _CHECKPOINT_DIR.fullmatch(info.base_name))
+        ),
+        reverse=True,
+    )
+    for index, path in later:
+        if index <= after:
+            break
+        try:
+            with tune.Checkpoint(path, filesystem=fs).as_directory() as d:
+                state = load_checkpoint_state(d)
+        except Exception:  # noqa: BLE001 - cut short or garbled: an earlier one may still be whole
+            continue
+        if int(state["epoch"]) > epoch:
+            return path, state
     return None
 
 
