@@ -135,12 +135,16 @@ class FairRungs:
         """The paused trial to train to ``max_t`` now, so that it gets there before the deadline ``remaining_s``
         seconds away, or None.
 
-        The leader is the paused trial at the highest rung, best value first. It is sent on (to ``max_t``, no more
-        rungs) once the time left is no more than what its remaining epochs need, at its median epoch time, plus
-        one epoch: a short search then ends with its best trial trained to the end instead of exploring until the
-        budget cuts everything. Once sent, the next leader is considered at the next free worker.
+        Only a trial that won every rung below the top and waits there for the top rung to grow can lead (one
+        paused for want of peers at a lower rung has won nothing yet); of those, the best at the highest rung. It
+        is sent on (to ``max_t``, no more rungs) once the time left is no more than what its remaining epochs need,
+        at its median epoch time, plus one epoch: a short search then ends with its best trial trained to the end
+        instead of exploring until the budget cuts everything. Once sent, the next leader is considered at the next
+        free worker.
         """
-        waiting = [t for t in self.paused if t not in self.rejected and t not in self.finishing]
+        waiting = [
+            t for t, rung in self.paused.items() if rung >= self.top and t not in self.rejected | self.finishing
+        ]
         if not waiting:
             return None
         leader = max(waiting, key=lambda t: (self.paused[t], self.results[self.paused[t]].get(t, -math.inf)))

@@ -263,13 +263,16 @@ def test_near_the_deadline_the_leader_is_trained_to_the_end_before_any_new_trial
 
 def test_the_leader_is_the_best_paused_trial_at_the_highest_rung_and_needs_its_own_epoch_times() -> None:
     rungs = FairRungs(1, 2, 8, min_peers=3, epsilon=0.0)
-    assert rungs.on_result("fast", 1, 0.9) == PAUSE  # no epoch time recorded: never sent early
+    assert rungs.on_result("fast", 1, 0.9, 10.0) == PAUSE
     assert rungs.on_result("slow", 1, 0.5, 10.0) == PAUSE
-    assert rungs.to_finish(1.0) is None, "the leader has no epoch times to plan with"
+    assert rungs.to_finish(1.0) is None, "waiting for peers at rung 1 is not leading: nobody is sent"
     assert rungs.on_result("mid", 1, 0.7, 10.0) == STOP  # 3 peers: fast goes on (promoted), the others stop
     assert rungs.promoted == {"fast"} and rungs.rejected == {"slow"}
     assert rungs.on_result("x", 1, 0.95, 10.0) == CONTINUE
     assert rungs.on_result("x", 2, 0.95, 10.0) == PAUSE  # top rung (2): waits there
+    assert rungs.on_result("y", 1, 0.99) == CONTINUE and rungs.on_result("y", 2, 0.99) == PAUSE
+    assert rungs.to_finish(1.0) is None, "y leads the top rung but has no epoch times to plan with"
+    rungs.forget("y")
     # x needs 6 epochs x 10 s + 10 s of slack = 70 s to reach max_t 8.
     assert rungs.to_finish(71.0) is None
     assert rungs.to_finish(70.0) == "x" and rungs.finishing == {"x"}
