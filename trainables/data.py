@@ -64,9 +64,7 @@ class PreparedData:
     fingerprint: str
     broken: list[str] = field(default_factory=list)
 
-    def normalisation(
-        self, pretrained: bool, intensity: str = "none"
-    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def normalisation(self, pretrained: bool, intensity: str = "none") -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Training-split statistics (of the images as standardised by ``intensity``), or ImageNet's when the
         backbone was pretrained on it (grey: their channel mean)."""
         if not pretrained:
