@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from clusterlib import ROOT, SMALL, driver_env, local_cluster, make_slice, run_search, trial_results
 
-from trainables.cache import ImageSpec
+from trainables.cache import ImageSpec, decode_files
 from trainables.data import DataCatalog
 
 _FETCHED = re.compile(r"node (\w+) fetched image spec (\S+) \(")
@@ -34,7 +34,7 @@ def _fetch_shape(source: object, spec: ImageSpec) -> tuple[int, ...]:
 def test_two_trials_asking_for_one_undecoded_spec_share_one_decode_and_no_other_spec_is_made(tmp_path: Path) -> None:
     import ray
 
-    from trainables.spec_store import start_spec_store
+    from trainables.spec_store import ShardedDecoder, start_spec_store
 
     data = make_slice(tmp_path / "chest_xray")
     cache = tmp_path / "cache"
@@ -64,11 +64,16 @@ def test_two_trials_asking_for_one_undecoded_spec_share_one_decode_and_no_other_
         shared = ray.get(first[0])
         train, val = np.array(shared.train.x), np.array(shared.val.x)  # copies that outlive Ray
         store.close()
+        # A node without the data folder is sent the files' bytes: the same arrays.
+        catalog = DataCatalog(data)
+        sent, sent_ok = ShardedDecoder(ship_bytes=True)(catalog.index.paths, spec)
     finally:
         ray.shutdown()
     # Assembled from two shards decoded by two tasks, the arrays are the ones decoding here, in one process, gives.
     alone = DataCatalog(data, cache_directory=tmp_path / "cache-alone").prepare(spec)
     assert np.array_equal(train, alone.train.x) and np.array_equal(val, alone.val.x)
+    assert sent_ok.all() and len(sent) == 210
+    assert np.array_equal(sent, decode_files(catalog.index.paths, spec, workers=1)[0])
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -108,8 +109,9 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return im
 
 
-def decode_image(path: str, spec: ImageSpec) -> np.ndarray:
-    """Decode one file into a C x H x W uint8 array following ``spec``; raises on a file that is not an image."""
+def decode_image(path: str | BinaryIO, spec: ImageSpec) -> np.ndarray:
+    """Decode one file (a path, or its bytes as a file object) into a C x H x W uint8 array following ``spec``;
+    raises on a file that is not an image."""
     h, w = spec.size
     mode = "L" if spec.channels == 1 else "RGB"
     with Image.open(path) as im:
@@ -134,7 +136,7 @@ def decode_image(path: str, spec: ImageSpec) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def _decode_chunk(args: tuple[list[str], ImageSpec]) -> list[np.ndarray | None]:
+def _decode_chunk(args: tuple[list[str] | list[BinaryIO], ImageSpec]) -> list[np.ndarray | None]:
     paths, spec = args
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     out: list[np.ndarray | None] = []

@@ -39,11 +39,27 @@ SHARD_FILES = 500
 _MIN_SHARD = 32
 
 
-def _decode_shard(paths: list[str], spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
-    """One Ray task: decode a shard of the file list; (array of the files that decoded, ok mask)."""
+def _decode_shard(paths: list[str], spec: ImageSpec, blobs: list[bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One Ray task: decode a shard of the file list, from the files or, on a node without them, from their bytes
+    (``blobs``, read by the registry); (array of the files that decoded, ok mask)."""
+    import io
+
     from trainables.cache import _decode_chunk, stack_decoded
 
-    return stack_decoded(_decode_chunk((paths, spec)), spec)
+    sources = [io.BytesIO(b) for b in blobs] if blobs is not None else paths
+    return stack_decoded(_decode_chunk((sources, spec)), spec)
+
+
+def _has_files(samples: list[tuple[str, int]]) -> bool:
+    """On a node: whether these files exist there with these sizes (the data folder is on its disk too)."""
+    return all(os.path.isfile(p) and os.path.getsize(p) == size for p, size in samples)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""  # decodes as broken, like the unreadable file it is
 
 
 def _cpu_slots() -> list[str]:
@@ -62,18 +78,42 @@ class ShardedDecoder:
 
     The tasks ask Ray for no CPU (``num_cpus=0``): trials hold every CPU while they wait for their data, and a task
     that waited for a free CPU would wait for them. Instead at most one shard per CPU of each node runs at a time,
-    placed on that node, so decoding uses the cluster's CPUs as the trials waiting for it would.
+    placed on that node, so decoding uses the cluster's CPUs as the trials waiting for it would. A node that has the
+    data folder at the same path (checked once, on a few files' sizes) reads the files itself; to any other node this
+    process (the registry, on the driver's node, which has it) sends the shard's file bytes. ``ship_bytes=True``
+    sends bytes to every node.
     """
 
-    def __init__(self, shard_files: int = SHARD_FILES) -> None:
+    def __init__(self, shard_files: int = SHARD_FILES, ship_bytes: bool | None = None) -> None:
         self.shard_files = shard_files
+        self.ship_bytes = ship_bytes
+        self._has_data: dict[str, bool] = {}
         self.last: dict[str, Any] = {}
+
+    def _nodes_with_data(self, paths: list[str], nodes: set[str]) -> dict[str, bool]:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if self.ship_bytes is not None:
+            return {n: not self.ship_bytes for n in nodes}
+        unknown = sorted(nodes - set(self._has_data))
+        if unknown:
+            picks = sorted({0, len(paths) // 2, len(paths) - 1})
+            samples = [(paths[i], os.path.getsize(paths[i])) for i in picks if os.path.isfile(paths[i])]
+            probe = ray.remote(num_cpus=0)(_has_files)
+            refs = [
+                probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=False)).remote(samples)
+                for n in unknown
+            ]
+            self._has_data.update(zip(unknown, ray.get(refs)))
+        return {n: self._has_data[n] for n in nodes}
 
     def __call__(self, paths: list[str], spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         slots = _cpu_slots()
+        local = self._nodes_with_data(paths, set(slots))
         size = max(_MIN_SHARD, min(self.shard_files, math.ceil(len(paths) / len(slots))))
         shards = [(i, paths[i : i + size]) for i in range(0, len(paths), size)]
         task = ray.remote(num_cpus=0, max_retries=2)(_decode_shard)
@@ -87,7 +127,8 @@ class ShardedDecoder:
                 node = free.pop(0)
                 start, part = shards.pop(0)
                 strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
-                ref = task.options(scheduling_strategy=strategy).remote(part, spec)
+                blobs = None if local[node] else [_read(p) for p in part]
+                ref = task.options(scheduling_strategy=strategy).remote(part, spec, blobs)
                 pending[ref] = (start, len(part), node)
             [done], _ = ray.wait(list(pending), num_returns=1)
             start, n, node = pending.pop(done)
@@ -98,14 +139,17 @@ class ShardedDecoder:
             rows = np.flatnonzero(good) + start
             out[rows] = arr
             del arr
-        self.last = {"shards": math.ceil(len(paths) / size), "nodes": len(nodes), "cpus": len(slots)}
+        sent = sum(1 for n in nodes if not local[n])
+        self.last = {"shards": math.ceil(len(paths) / size), "nodes": len(nodes), "cpus": len(slots), "sent": sent}
         log.info(
-            "decode of %d image(s) at %s spread over %d shard(s) on %d node(s) (%d CPU(s))",
+            "decode of %d image(s) at %s spread over %d shard(s) on %d node(s) (%d CPU(s)); %d node(s) were sent the "
+            "files' bytes, not having the data folder",
             len(paths),
             spec.label(),
             self.last["shards"],
             len(nodes),
             len(slots),
+            sent,
         )
         # The rows of broken files are dropped; the array keeps only what decoded, in file order.
         return (out if ok.all() else out[ok]), ok
@@ -121,11 +165,11 @@ def _ensure_logging() -> None:
 class SpecRegistry:
     """The Ray actor that owns one object per image spec: spec -> ObjectRef, filled on the first request."""
 
-    def __init__(self, catalog: DataCatalog, cache_directory: str) -> None:
+    def __init__(self, catalog: DataCatalog, cache_directory: str, ship_bytes: bool | None = None) -> None:
         _ensure_logging()
         self.catalog = catalog
         self.catalog.cache_directory = Path(cache_directory)
-        self.catalog.decoder = ShardedDecoder()
+        self.catalog.decoder = ShardedDecoder(ship_bytes=ship_bytes)
         self._refs: dict[ImageSpec, Any] = {}
         self._sizes: dict[ImageSpec, int] = {}
 
@@ -236,14 +280,17 @@ class SpecStore:
         ray.kill(self.registry)
 
 
-def start_spec_store(catalog: DataCatalog, cache_directory: Path | None = None) -> SpecStore:
-    """Start the registry on this (the driver's) node, so it reads and writes this machine's disk cache."""
+def start_spec_store(
+    catalog: DataCatalog, cache_directory: Path | None = None, ship_bytes: bool | None = None
+) -> SpecStore:
+    """Start the registry on this (the driver's) node, so it reads the data folder and this machine's disk cache;
+    ``ship_bytes`` as in :class:`ShardedDecoder`."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
     actor = ray.remote(num_cpus=0, max_restarts=0)(SpecRegistry)
     registry = actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote(
-        catalog, str(cache_directory or catalog.cache_directory or cache_dir())
+        catalog, str(cache_directory or catalog.cache_directory or cache_dir()), ship_bytes
     )
     return SpecStore(registry, SpecSource(registry))
