@@ -13,9 +13,10 @@ driver and its trials do (``trainables.spec_store``: the start-up check at 8x8, 
 
 Each figure is taken for a profile that declares many specs (the CPU profile's 6) and one that declares only the spec
 the trials use, and once for the old eager path (every declared spec decoded before the first trial) for reference.
-The last line: ``startup_ratio=X memory_ratio=Y``, many declared / one declared, at the largest N (goal: both <= 1.2).
+The last line: ``startup_ratio=X memory_ratio=Y``, many declared / one declared (means over ``--rounds`` interleaved
+runs), at the largest N (goal: both <= 1.2).
 
-    python benchmarks/data_scale.py [--n 500,2000] [--dir DIR] [--quick]
+    python benchmarks/data_scale.py [--n 500,2000] [--rounds 2] [--dir DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -215,18 +217,29 @@ def startup(data: Path, declared: tuple[ImageSpec, ...], eager: bool = False, cp
     return Arm(first - t0, memory.peak_mb, memory.peak_mb - idle)
 
 
+def _report(n: int, name: str, declared: int, arm: Arm) -> Arm:
+    print(
+        f"N={n} declared={name}:{declared} used=1 startup_s={arm.startup_s:.1f} "
+        f"peak_node_mb={arm.peak_mb:.0f} above_idle_mb={arm.data_mb:.0f}",
+        flush=True,
+    )
+    return arm
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", default="500,2000", help="comma-separated data set sizes (up to ~20000 here)")
     p.add_argument("--dir", help="where the synthetic sets are made and kept (default: a temp dir, removed)")
     p.add_argument("--min-side", type=int, default=1000)
     p.add_argument("--max-side", type=int, default=2000)
-    p.add_argument("--quick", action="store_true", help="a smoke run: N=60 at 300-500 px")
+    p.add_argument("--rounds", type=int, default=2, help="one/many arms per N, interleaved; ratios use their means")
+    p.add_argument("--quick", action="store_true", help="a smoke run: N=60 at 300-500 px, one round")
     args = p.parse_args(argv)
     sizes = [int(v) for v in args.n.split(",")]
     lo, hi = args.min_side, args.max_side
+    rounds = args.rounds
     if args.quick:
-        sizes, lo, hi = [60], 300, 500
+        sizes, lo, hi, rounds = [60], 300, 500, 1
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.dir) if args.dir else Path(tmp)
         print(f"specs declared: many={len(DECLARED)} ({', '.join(s.label() for s in DECLARED)}); one={USED.label()}")
@@ -241,18 +254,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             for cpus in (1, 2):
                 print(f"N={n} decode cpus={cpus} images_per_s={throughput(data, cpus):.0f}", flush=True)
-            one = startup(data, (USED,))
-            many = startup(data, DECLARED)
-            arms = [("one", 1, one), ("many", len(DECLARED), many)]
+            ones, manys = [], []
+            for _ in range(rounds):
+                ones.append(_report(n, "one", 1, startup(data, (USED,))))
+                manys.append(_report(n, "many", len(DECLARED), startup(data, DECLARED)))
             if index == 0:
-                arms.append(("eager-many", len(DECLARED), startup(data, DECLARED, eager=True)))
-            for name, declared, arm in arms:
-                print(
-                    f"N={n} declared={name}:{declared} used=1 startup_s={arm.startup_s:.1f} "
-                    f"peak_node_mb={arm.peak_mb:.0f} above_idle_mb={arm.data_mb:.0f}",
-                    flush=True,
-                )
-            ratios = (many.startup_s / one.startup_s, many.peak_mb / one.peak_mb)
+                _report(n, "eager-many", len(DECLARED), startup(data, DECLARED, eager=True))
+            ratios = (
+                statistics.mean(a.startup_s for a in manys) / statistics.mean(a.startup_s for a in ones),
+                statistics.mean(a.peak_mb for a in manys) / statistics.mean(a.peak_mb for a in ones),
+            )
     print(f"startup_ratio={ratios[0]:.2f} memory_ratio={ratios[1]:.2f}")
     return 0
 

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from trainables.cache import DecodedImages, Decoder, ImageSpec, load_images
 from trainables.index import DatasetIndex, index_dataset, split_patients
-from trainables.intensity import standardise
 
 __all__ = ["DEMO_DATA", "PROBE_SPEC", "BrokenImagesWarning", "DataCatalog", "DecodeCheck", "ImageSplit", "PreparedData"]
 
@@ -69,6 +67,10 @@ class PreparedData:
         backbone was pretrained on it (grey: their channel mean)."""
         if not pretrained:
             if intensity != "none":  # the statistics of what the model will see: the standardised images
+                import torch  # here, not at the top: the spec registry and its decode tasks run without torch
+
+                from trainables.intensity import standardise
+
                 sample = np.ascontiguousarray(self.train.x[:: max(1, len(self.train) // 512)])
                 return channel_stats(standardise(torch.from_numpy(sample), intensity).numpy())
             return self.mean, self.std
