@@ -1,8 +1,9 @@
 """Decode images once into a compact uint8 array, cached on disk and keyed by what produced it.
 
-A trial never decodes a JPEG: the search decodes each (file list, size, channels, resize policy) once, here, and the
-array (N x C x H x W, uint8: 128x128 grey is 16 KiB an image) is saved under the cache directory and reused by every
-later run that asks for the same thing. The key hashes the files' *contents*, so a copied or moved data set hits the
+A trial never decodes a JPEG: the search decodes each (file list, size, channels, resize policy) once, through here
+(with a ``decoder`` that spreads the files over Ray tasks, ``trainables.spec_store``), and the array (N x C x H x W,
+uint8: 128x128 grey is 16 KiB an image) is saved under the cache directory and reused by every later run that asks
+for the same thing. The key hashes the files' *contents*, so a copied or moved data set hits the
 same cache entry and an edited image misses it.
 
 Broken files (bytes that no image library can decode) are skipped, counted and named in one warning.

@@ -63,14 +63,15 @@ def _read(path: str) -> bytes:
 
 
 def _cpu_slots() -> list[str]:
-    """One entry per CPU of every alive node (its node id): where decode shards may run at the same time."""
+    """One entry per CPU of every alive node (its node id): where decode shards may run at the same time. A cluster
+    with no CPU for Ray yet (a head with ``CPU: 0`` before the autoscaler adds workers) decodes on this node's cores."""
     import ray
 
     slots: list[str] = []
     for node in ray.nodes():
         if node.get("Alive"):
             slots += [node["NodeID"]] * int(node.get("Resources", {}).get("CPU", 0))
-    return slots or [ray.get_runtime_context().get_node_id()]
+    return slots or [ray.get_runtime_context().get_node_id()] * len(os.sched_getaffinity(0))
 
 
 class ShardedDecoder:
