@@ -16,6 +16,7 @@ So a node receives only the specs its trials train on, and memory grows with the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -63,14 +64,15 @@ def _read(path: str) -> bytes:
 
 
 def _cpu_slots() -> list[str]:
-    """One entry per CPU of every alive node (its node id): where decode shards may run at the same time. A cluster
-    with no CPU for Ray yet (a head with ``CPU: 0`` before the autoscaler adds workers) decodes on this node's cores."""
+    """One entry per CPU of every alive node (its node id), the nodes taking turns: where decode shards may run at
+    the same time. A cluster with no CPU for Ray yet (a head with ``CPU: 0`` before the autoscaler adds workers)
+    decodes on this node's cores."""
     import ray
 
-    slots: list[str] = []
-    for node in ray.nodes():
-        if node.get("Alive"):
-            slots += [node["NodeID"]] * int(node.get("Resources", {}).get("CPU", 0))
+    per_node = [
+        [node["NodeID"]] * int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")
+    ]
+    slots = [n for turn in itertools.zip_longest(*per_node) for n in turn if n is not None]
     return slots or [ray.get_runtime_context().get_node_id()] * len(os.sched_getaffinity(0))
 
 
@@ -113,6 +115,8 @@ class ShardedDecoder:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        if not paths:
+            return np.zeros((0, spec.channels, spec.height, spec.width), np.uint8), np.zeros(0, dtype=bool)
         slots = _cpu_slots()
         local = self._nodes_with_data(paths, set(slots))
         size = max(_MIN_SHARD, min(self.shard_files, math.ceil(len(paths) / len(slots))))
