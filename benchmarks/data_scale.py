@@ -1,8 +1,8 @@
 """Data past one node: decode throughput, start-up to the first trial and peak node memory, against N and the specs.
 
 Generates N synthetic scanner-size JPEGs (1000-2000 px a side, smooth random "anatomy" plus film grain, grey, in the
-Kaggle layout ``chest_xray/train/{NORMAL,PNEUMONIA}`` so ``DataCatalog`` reads them; about 0.2 MB a file, so 20k files
-are ~4 GB) and, on a fresh local Ray instance per measurement with a cold image cache, measures what a search's
+Kaggle layout ``chest_xray/train/{NORMAL,PNEUMONIA}`` so ``DataCatalog`` reads them; about 0.26 MB a file, so 20k files
+are ~5 GB) and, on a fresh local Ray instance per measurement with a cold image cache, measures what a search's
 driver and its trials do (``trainables.spec_store``: the start-up check at 8x8, then the one spec the trials ask for):
 
 * decode throughput: one image spec decoded by Ray tasks over shards, with 1 and with 2 CPUs given to Ray;
