@@ -1,8 +1,9 @@
 """``python -m search.run --space pneumonia3class``: the hyperparameter search, end to end (CLI and orchestration).
 
 The flags resolve to a search on this hardware (:mod:`search.settings`), :mod:`search.tuner` builds Ray Tune's
-``Tuner`` (Optuna TPE proposing, ASHA stopping, the seed recipes first), the data set is indexed, split and decoded
-once here and shared through Ray's object store. The console shows a status line (:mod:`search.console`); the run ends
+``Tuner`` (Optuna TPE proposing, ASHA stopping, the seed recipes first), the data set is indexed and split here,
+checked before any trial starts, and each image spec is decoded when a trial first asks for it
+(:mod:`trainables.spec_store`). The console shows a status line (:mod:`search.console`); the run ends
 with ``trials.csv``, ``best_config.json``, the report and a leaderboard. ``--resume RUN_DIR`` continues an
 interrupted run with every finished trial kept.
 """
@@ -57,6 +58,7 @@ from search.storage import pull_trial_files, push_run_files
 __all__ = ["METRICS", "SearchInterrupted", "SearchSettings", "default_rung_metric", "main", "run_search"]
 
 if TYPE_CHECKING:
+    from trainables.data import DecodeCheck
     from trainables.weights import WeightsRecord
 
 log = logging.getLogger("search.run")
@@ -137,20 +139,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_decoded(prepared: Any, root: Path) -> None:
+def _check_decoded(check: DecodeCheck, root: Path) -> None:
     """Refuse data that leaves a split empty once broken files are skipped: every trial would fail on it."""
-    train, val = len(prepared.train), len(prepared.val)
+    train, val = check.train, check.val
     if train and val:
         return
-    if not train and not val and prepared.broken:
-        names = ", ".join(Path(p).name for p in prepared.broken[:3])
+    if not train and not val and check.broken:
+        names = ", ".join(Path(p).name for p in check.broken[:3])
         raise UserError(
-            f"--data: no image under {root} could be read or decoded ({len(prepared.broken)} broken file(s), e.g. "
+            f"--data: no image under {root} could be read or decoded ({len(check.broken)} broken file(s), e.g. "
             f"{names}); expected JPEG or PNG chest X-rays"
         )
     raise UserError(
         f"--data: {root} leaves {train} training and {val} validation image(s) that decode "
-        f"({len(prepared.broken)} broken file(s) skipped); a search needs both"
+        f"({len(check.broken)} broken file(s) skipped); a search needs both"
     )
 
 
@@ -248,7 +250,7 @@ def _search_on_ray(
     resume_dir: Path | None,
     console: Any,
 ) -> Path:
-    """Resolve the settings on the cluster, decode the data, build the Tuner, fit, finish."""
+    """Resolve the settings on the cluster, check the data, build the Tuner, fit, finish."""
     import ray
     from ray import tune
 
@@ -257,6 +259,7 @@ def _search_on_ray(
     from search.export import provenance
     from search.tuner import build_tuner
     from spaces import get_space, image_specs, recipes_for
+    from trainables.spec_store import start_spec_store
     from trainables.train import train_fn
     from trainables.weights import summary
 
@@ -272,19 +275,23 @@ def _search_on_ray(
             s.space,
         )
 
-    # -- data: indexed, split and decoded once; shared through the object store ---------------------------------
+    # -- data: checked once here; each image spec decoded when a trial first asks for it, one object per spec -------
     t0 = time.perf_counter()
     specs = image_specs(s.space, r.profile)
-    for spec in specs:
-        _check_decoded(catalog.prepare(spec), catalog.root)
+    store = start_spec_store(catalog)
+    check = store.check()
+    if check.broken:
+        catalog.warn_broken(check.broken)
+    _check_decoded(check, catalog.root)
     description = catalog.describe()
     log.info(
-        "data %s: %s train / %s validation images, %d image spec(s) decoded in %.1fs",
+        "data %s: %s train / %s validation images checked in %.1fs; %d image spec(s) declared, each decoded when a "
+        "trial first asks for it",
         description["root"],
         sum(description["train_images"].values()),
         sum(description["val_images"].values()),
-        len(specs),
         time.perf_counter() - t0,
+        len(specs),
     )
 
     weights = _pretrained_weights(r.profile, s.weights)
@@ -317,7 +324,7 @@ def _search_on_ray(
         # Before Tune writes any state: a run created here resumes without --trust-run, even after a SIGKILL.
         trust_run(uri or str(run_dir), run_id)
 
-    trainable = tune.with_resources(tune.with_parameters(train_fn, data=catalog), r.resources)
+    trainable = tune.with_resources(tune.with_parameters(train_fn, data=store.source), r.resources)
     if resume_dir is not None:
         from ray.tune import Tuner
 
@@ -334,7 +341,10 @@ def _search_on_ray(
     fault_guard.reset()
     hint = f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}"
     with resumable_until_finished(run_dir, hint):
-        interrupted, grid = _fit_interrupted(tuner)
+        try:
+            interrupted, grid = _fit_interrupted(tuner)
+        finally:
+            store.close(declared=len(specs))
         reason = fault_guard.stopped_by_storage()
         if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last)
             raise _storage_fault(uri or run_dir, reason)

@@ -235,12 +235,13 @@ def _study_on_ray(
     resume_dir: Path | None,
     console: Any,
 ) -> Path:
-    """Resolve the study on the cluster, decode the data once, build the grid and the Tuner, fit, finish."""
+    """Resolve the study on the cluster, decode the base image spec once, build the grid and the Tuner, fit, finish."""
     import ray
     from ray import tune
 
     from search.console import ProgressCallback
     from search.studies import study_trial, trial_configs
+    from trainables.spec_store import start_spec_store
     from trainables.weights import ensure_weights, summary
 
     run_dir = place.run_dir
@@ -262,14 +263,16 @@ def _study_on_ray(
     console.line(summary(weights, s.weights))
 
     t0 = time.perf_counter()
-    prepared = catalog.prepare(_trial_config(base).image_spec)
+    spec = _trial_config(base).image_spec
+    store = start_spec_store(catalog)
+    counts = store.summary(spec)  # the base spec: every trial of the study but a resolution level's trains on it
     description = catalog.describe()
     log.info(
         "data %s: %d train / %d validation images at %s, decoded in %.1fs",
         description["root"],
-        len(prepared.train),
-        len(prepared.val),
-        prepared.spec.label(),
+        counts["train"],
+        counts["val"],
+        spec.label(),
         time.perf_counter() - t0,
     )
     seeds = list(range(s.seeds))
@@ -290,7 +293,7 @@ def _study_on_ray(
             "base": base,
             "base_source": source,
             "classes": list(catalog.classes),
-            "train_images": len(prepared.train),
+            "train_images": counts["train"],
             "claim": study.claim,
         }
         info["max_epochs"] = base["epochs"]
@@ -300,7 +303,7 @@ def _study_on_ray(
         # Before Tune writes any state: a run created here resumes without --trust-run, even after a SIGKILL.
         trust_run(place.uri or str(run_dir), run_id)
 
-    trainable = tune.with_resources(tune.with_parameters(study_trial, data=catalog), resources)
+    trainable = tune.with_resources(tune.with_parameters(study_trial, data=store.source), resources)
     if resume_dir is not None:
         from ray.tune import Tuner
 
@@ -326,7 +329,10 @@ def _study_on_ray(
         push_run_files(run_dir, place.uri, ("run.json",))
     hint = f"study interrupted; continue it with: python -m search.study --resume {place.uri or run_dir}"
     with resumable_until_finished(run_dir, hint):
-        interrupted, grid = fit_interrupted(tuner)
+        try:
+            interrupted, grid = fit_interrupted(tuner)
+        finally:
+            store.close()
         record_failed_trials(run_dir, grid)
         if interrupted:
             if place.uri is not None:

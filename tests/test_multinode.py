@@ -1,8 +1,9 @@
 """A search across a real two-node Ray cluster on this machine, driven as on a cloud cluster: ``--address``.
 
-The head and the second node are separate raylets, each with one CPU, so the two trials must run one on each. The
-data set is decoded once, in the driver, and reaches both nodes through Ray's object store: each node's image
-cache stays empty, the only decode log lines are the driver's. Everything lands in one storage path, given as a
+The head and the second node are separate raylets, each with one CPU, so the two trials must run one on each. Each
+image spec is decoded once, by Ray tasks on both nodes, assembled and cached by the spec registry on the driver's node
+(trainables.spec_store), and reaches both nodes through Ray's object store: each node's image cache stays empty, the
+only decode log lines are the registry's. Everything lands in one storage path, given as a
 ``file://`` URI (the stand-in here for ``s3://``): Tune's trial folders and checkpoints, written by the workers of
 both nodes, and the run's own files (run.json, study.db, trials.csv, best_config.json), copied up by the driver.
 """
@@ -46,16 +47,17 @@ def test_trials_run_on_both_nodes(two_node_run: dict) -> None:
     assert len({row["pid"] for rows in results.values() for row in rows}) == 2
 
 
-def test_the_dataset_reaches_the_second_node_without_being_decoded_there(two_node_run: dict) -> None:
+def test_each_spec_is_assembled_and_cached_once_on_the_driver_node_only(two_node_run: dict) -> None:
     base = two_node_run["base"]
-    # The driver decoded every image spec once, into its own cache ...
+    # The registry on the driver's node assembled each image spec it was asked for once, into the driver's cache ...
     assert list((base / "cache-driver").glob("*.npy"))
     output = two_node_run["output"]
     decodes = re.findall(r"decoded (\d+) image\(s\) at (\S+) in [\d.]+s \(pid (\d+)", output)
     assert decodes and {n for n, _, _ in decodes} == {"210"}
-    assert len({pid for _, _, pid in decodes}) == 1, "all decoding happened in one process, the driver"
+    assert len({pid for _, _, pid in decodes}) == 1, "every spec was assembled in one process, the registry"
     assert len({spec for _, spec, _ in decodes}) == len(decodes), "no image spec was decoded twice"
     # ... and no trial on either node decoded anything: their caches were never created, no fallback decode ran.
+    # (The decode tasks on both nodes only decode their shard and hand it back.)
     assert not (base / "cache-head").exists() and not (base / "cache-second").exists()
     assert "was not prepared before the trial started" not in output
 

@@ -1,8 +1,9 @@
 """Decode images once into a compact uint8 array, cached on disk and keyed by what produced it.
 
-A trial never decodes a JPEG: the search decodes each (file list, size, channels, resize policy) once, here, and the
-array (N x C x H x W, uint8: 128x128 grey is 16 KiB an image) is saved under the cache directory and reused by every
-later run that asks for the same thing. The key hashes the files' *contents*, so a copied or moved data set hits the
+A trial never decodes a JPEG: the search decodes each (file list, size, channels, resize policy) once, through here
+(with a ``decoder`` that spreads the files over Ray tasks, ``trainables.spec_store``), and the array (N x C x H x W,
+uint8: 128x128 grey is 16 KiB an image) is saved under the cache directory and reused by every later run that asks
+for the same thing. The key hashes the files' *contents*, so a copied or moved data set hits the
 same cache entry and an edited image misses it.
 
 Broken files (bytes that no image library can decode) are skipped, counted and named in one warning.
@@ -17,16 +18,28 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from runstore.cachedir import cache_dir
 
-__all__ = ["RESIZE_POLICIES", "DecodedImages", "ImageSpec", "cache_dir", "decode_image", "load_images"]
+__all__ = [
+    "RESIZE_POLICIES",
+    "DecodedImages",
+    "Decoder",
+    "ImageSpec",
+    "cache_dir",
+    "decode_files",
+    "decode_image",
+    "load_images",
+    "stack_decoded",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +110,9 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return im
 
 
-def decode_image(path: str, spec: ImageSpec) -> np.ndarray:
-    """Decode one file into a C x H x W uint8 array following ``spec``; raises on a file that is not an image."""
+def decode_image(path: str | BinaryIO, spec: ImageSpec) -> np.ndarray:
+    """Decode one file (a path, or its bytes as a file object) into a C x H x W uint8 array following ``spec``;
+    raises on a file that is not an image."""
     h, w = spec.size
     mode = "L" if spec.channels == 1 else "RGB"
     with Image.open(path) as im:
@@ -123,7 +137,7 @@ def decode_image(path: str, spec: ImageSpec) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def _decode_chunk(args: tuple[list[str], ImageSpec]) -> list[np.ndarray | None]:
+def _decode_chunk(args: tuple[list[str] | list[BinaryIO], ImageSpec]) -> list[np.ndarray | None]:
     paths, spec = args
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     out: list[np.ndarray | None] = []
@@ -151,6 +165,28 @@ def _decode_all(paths: list[str], spec: ImageSpec, workers: int) -> list[np.ndar
         return [a for part in pool.map(_decode_chunk, chunks) for a in part]
 
 
+def stack_decoded(decoded: list[np.ndarray | None], spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(N_ok x C x H x W array of the files that decoded, boolean mask over all files)."""
+    ok = np.array([a is not None for a in decoded], dtype=bool)
+    arr = (
+        np.stack([a for a in decoded if a is not None])
+        if ok.any()
+        else np.zeros((0, spec.channels, spec.height, spec.width), np.uint8)
+    )
+    return arr, ok
+
+
+def decode_files(paths: list[str], spec: ImageSpec, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``paths`` in this machine's processes (default: the CPUs this process may use); (array, ok mask)."""
+    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    return stack_decoded(_decode_all(paths, spec, workers), spec)
+
+
+#: How a file list becomes (array of the files that decoded, ok mask): local processes by default, Ray tasks over
+#: shards of the list in a search (``trainables.spec_store``).
+Decoder = Callable[[list[str], ImageSpec], tuple[np.ndarray, np.ndarray]]
+
+
 def load_images(
     paths: list[str],
     hashes: list[str],
@@ -159,11 +195,12 @@ def load_images(
     directory: Path | None = None,
     workers: int | None = None,
     use_cache: bool = True,
+    decoder: Decoder | None = None,
 ) -> DecodedImages:
     """Decode ``paths`` per ``spec``, or read the cached array made from the same file contents and spec.
 
-    ``hashes`` are the files' content hashes (from the index) and key the cache. Decoding uses ``workers`` processes
-    (default: the CPUs this process may use).
+    ``hashes`` are the files' content hashes (from the index) and key the cache. Decoding uses ``decoder`` if given,
+    else ``workers`` processes here (default: the CPUs this process may use).
     """
     if len(paths) != len(hashes):
         raise ValueError(f"{len(paths)} paths but {len(hashes)} hashes")
@@ -181,11 +218,10 @@ def load_images(
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable cache entry %s (%s); decoding again", arr_path, exc)
 
-    workers = workers if workers is not None else len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
-    decoded = _decode_all(paths, spec, workers)
-    # Said once per decode, with the process and host, so a log shows where decoding happens (in a search: only
-    # in the driver; trials on every node read the arrays from Ray's object store).
+    arr, ok = decoder(paths, spec) if decoder is not None else decode_files(paths, spec, workers)
+    # Said once per decode, with the process and host, so a log shows where decoding is assembled (in a search: the
+    # spec registry on the driver's node; trials on every node read the arrays from Ray's object store).
     log.info(
         "decoded %d image(s) at %s in %.1fs (pid %d on %s)",
         len(paths),
@@ -194,13 +230,7 @@ def load_images(
         os.getpid(),
         socket.gethostname(),
     )
-    ok = np.array([a is not None for a in decoded], dtype=bool)
-    broken = [p for p, a in zip(paths, decoded) if a is None]
-    arr = (
-        np.stack([a for a in decoded if a is not None])
-        if ok.any()
-        else np.zeros((0, spec.channels, spec.height, spec.width), np.uint8)
-    )
+    broken = [p for p, good in zip(paths, ok) if not good]
     if use_cache:
         try:
             directory.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
-"""The data handle a trial receives: indexed once, split once, decoded once per image spec.
+"""One data folder: indexed once, split once, decoded once per image spec, when that spec is first asked for.
 
 ``DataCatalog`` holds the patient-level split of one data folder and, per :class:`ImageSpec`, the decoded uint8
-arrays of each split. The search prepares every spec its space can ask for *before* trials start and ships the
-catalog to them through Ray's object store (numpy arrays travel zero-copy), so every trial on every node reads the
-same shared copy. Outside Ray the same catalog decodes on first use and caches to disk.
+arrays of each split. Outside Ray it decodes a spec on first use and caches it to disk. In a search the catalog lives
+in a spec registry (:mod:`trainables.spec_store`) that decodes each spec on the first trial's request, over Ray tasks,
+and keeps it as its own object in Ray's object store; trials receive a handle, never the catalog's arrays.
 """
 
 from __future__ import annotations
@@ -14,18 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from trainables.cache import DecodedImages, ImageSpec, load_images
+from trainables.cache import DecodedImages, Decoder, ImageSpec, load_images
 from trainables.index import DatasetIndex, index_dataset, split_patients
-from trainables.intensity import standardise
 
-__all__ = ["DEMO_DATA", "BrokenImagesWarning", "DataCatalog", "ImageSplit", "PreparedData"]
+__all__ = ["DEMO_DATA", "PROBE_SPEC", "BrokenImagesWarning", "DataCatalog", "DecodeCheck", "ImageSplit", "PreparedData"]
 
 log = logging.getLogger(__name__)
 
 #: The bundled demo set: a patient-disjoint, class-stratified subset of the Kermany chest X-rays (CC BY 4.0).
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "chest_xray"
+
+#: The spec of the start-up check: 8x8 grey, so JPEGs decode at 1/8 scale (their DCT scaling) and the cached array is
+#: 64 bytes an image. A file that fails here fails at every spec (decoding reads the whole file either way).
+PROBE_SPEC = ImageSpec(8, 8, channels=1, resize="stretch")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,13 +62,15 @@ class PreparedData:
     fingerprint: str
     broken: list[str] = field(default_factory=list)
 
-    def normalisation(
-        self, pretrained: bool, intensity: str = "none"
-    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def normalisation(self, pretrained: bool, intensity: str = "none") -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Training-split statistics (of the images as standardised by ``intensity``), or ImageNet's when the
         backbone was pretrained on it (grey: their channel mean)."""
         if not pretrained:
             if intensity != "none":  # the statistics of what the model will see: the standardised images
+                import torch  # here, not at the top: the spec registry and its decode tasks run without torch
+
+                from trainables.intensity import standardise
+
                 sample = np.ascontiguousarray(self.train.x[:: max(1, len(self.train) // 512)])
                 return channel_stats(standardise(torch.from_numpy(sample), intensity).numpy())
             return self.mean, self.std
@@ -78,6 +82,15 @@ class PreparedData:
         """Validation accuracy of always predicting the most common class: the floor a trial must beat."""
         counts = np.bincount(self.val.y, minlength=len(self.classes))
         return float(counts.max() / max(counts.sum(), 1))
+
+
+@dataclass(frozen=True)
+class DecodeCheck:
+    """What the start-up check found: images that decode per split, and the files that do not."""
+
+    train: int
+    val: int
+    broken: list[str]
 
 
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -103,12 +116,14 @@ class DataCatalog:
         split_seed: int = 0,
         include_test: bool = False,
         cache_directory: Path | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         self.root = Path(root).expanduser() if root is not None else DEMO_DATA
         self.task = task
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.cache_directory = cache_directory
+        self.decoder = decoder  # None: this machine's processes (trainables.cache.decode_files)
         self.index: DatasetIndex = index_dataset(self.root, task)
         self.train_idx, self.val_idx = split_patients(self.index, val_fraction, split_seed)
         self.test_index: DatasetIndex | None = index_dataset(self.root, task, split="test") if include_test else None
@@ -154,7 +169,28 @@ class DataCatalog:
         return out
 
     def _decode(self, index: DatasetIndex, spec: ImageSpec) -> DecodedImages:
-        return load_images(index.paths, index.hashes, spec, directory=self.cache_directory)
+        return load_images(index.paths, index.hashes, spec, directory=self.cache_directory, decoder=self.decoder)
+
+    def warn_broken(self, broken: list[str]) -> None:
+        """One warning (and log line) naming the first broken files under this catalog's folder."""
+        names = ", ".join(Path(p).name for p in broken[:10]) + (" ..." if len(broken) > 10 else "")
+        msg = f"skipped {len(broken)} file(s) under {self.root} that could not be read or decoded: {names}"
+        warnings.warn(msg, BrokenImagesWarning, stacklevel=3)
+        log.warning(msg)
+
+    def check(self) -> DecodeCheck:
+        """Decode every training file at :data:`PROBE_SPEC` (cached like any spec): how many images per split decode
+        and which files are broken, known before any trial starts and without decoding a spec no trial asked for.
+        Warns nothing: the caller names the broken files (:meth:`warn_broken`) where its user reads."""
+        decoded = self._decode(self.index, PROBE_SPEC)
+        broken = self.index.unreadable + decoded.broken
+        ok = decoded.ok
+        return DecodeCheck(int(ok[self.train_idx].sum()), int(ok[self.val_idx].sum()), broken)
+
+    def forget(self, spec: ImageSpec) -> None:
+        """Drop this catalog's own copy of ``spec``'s arrays (the spec registry keeps them in the object store)."""
+        self._prepared.pop(spec, None)
+        self._decoded.pop(spec, None)
 
     def prepare(self, spec: ImageSpec) -> PreparedData:
         """Decode (or read from the disk cache) every split at ``spec``; remembered for the next call."""
@@ -170,10 +206,7 @@ class DataCatalog:
             test = ImageSplit(dt.array, self.test_index.labels[dt.ok])
             broken += self.test_index.unreadable + dt.broken
         if broken:
-            names = ", ".join(Path(p).name for p in broken[:10]) + (" ..." if len(broken) > 10 else "")
-            msg = f"skipped {len(broken)} file(s) under {self.root} that could not be read or decoded: {names}"
-            warnings.warn(msg, BrokenImagesWarning, stacklevel=2)
-            log.warning(msg)
+            self.warn_broken(broken)
         train = split(self.train_idx)
         mean, std = channel_stats(train.x)
         prepared = PreparedData(

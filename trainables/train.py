@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from trainables.augment import BatchAugment
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
 from trainables.models import count_parameters, create_model, set_train_mode
+
+if TYPE_CHECKING:
+    from trainables.spec_store import SpecSource
 
 __all__ = [
     "NonFiniteLossError",
@@ -342,7 +345,7 @@ def _validation_metrics(loop: _Loop, prepared: PreparedData) -> dict[str, Any]:
 
 def train_trial(
     config: dict[str, Any] | TrialConfig,
-    data: DataCatalog | PreparedData,
+    data: DataCatalog | SpecSource | PreparedData,
     *,
     reporter: Reporter | None = None,
     resume_state: dict[str, Any] | None = None,
@@ -357,7 +360,7 @@ def train_trial(
     epoch metrics then hold training figures only and reduce-on-plateau follows the training loss.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
-    prepared = data.get(cfg.image_spec) if isinstance(data, DataCatalog) else data
+    prepared = data if isinstance(data, PreparedData) else data.get(cfg.image_spec)
     if prepared.spec != cfg.image_spec:
         raise ValueError(
             f"data was prepared at {prepared.spec.label()} but the config asks for {cfg.image_spec.label()}"
@@ -417,7 +420,9 @@ def load_checkpoint_state(directory: str | Path) -> dict[str, Any]:
     return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
-def train_fn(config: dict[str, Any], data: DataCatalog | PreparedData | None = None) -> dict[str, Any] | None:
+def train_fn(
+    config: dict[str, Any], data: DataCatalog | SpecSource | PreparedData | None = None
+) -> dict[str, Any] | None:
     """The Ray Tune function trainable (also callable directly): one trial of ``config`` on ``data``.
 
     Inside Tune it reports every epoch with a checkpoint and resumes from ``tune.get_checkpoint()``, or from a newer
