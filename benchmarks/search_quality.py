@@ -54,6 +54,7 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from runstore.metrics import metric_mode
 from runstore.trials import load_trials
 from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs
+from search.settings import RUNG_SHARE, budget_share_s
 
 ARMS = ("today", "fair", "random_asha", "recipes")
 SCORE = "val_balanced_acc"  # what the search selects on (its default --metric)
@@ -163,11 +164,12 @@ def simulate(
     grace: int,
     reduction: int,
     max_t: int,
+    unit_s: float | None = None,
 ) -> ArmResult:
     """One arm over the recorded ``curves`` (trials started in ``order``) under ``policy`` (asha, fair or fifo)."""
     by_id = {c.trial: c for c in curves}
     queue = list(order)
-    fair = FairRungs(grace, reduction, max_t) if policy == "fair" else None
+    fair = FairRungs(grace, reduction, max_t, unit_s=unit_s) if policy == "fair" else None
     bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=reduction, s=0) if policy == "asha" else None
     open_limit = workers + (reduction if policy == "fair" else 0)  # search.tuner.searcher_concurrency
     paused: dict[str, int] = {}
@@ -275,9 +277,17 @@ def replay_arms(args: argparse.Namespace) -> dict[str, list[ArmResult]]:
                     grace=args.grace_period,
                     reduction=args.reduction_factor,
                     max_t=args.max_epochs,
+                    unit_s=fair_unit_s(args),
                 )
             )
     return results
+
+
+def fair_unit_s(args: argparse.Namespace) -> float | None:
+    """The fair arm's rung unit in the replay, as ``search.settings`` resolves it on the cpu profile."""
+    if args.rung_seconds is not None:
+        return args.rung_seconds or None
+    return budget_share_s(args.budget, args.workers, args.num_samples) * RUNG_SHARE
 
 
 # -- real: search.run per arm and seed, timed from process start to exit ------------------------------------------
@@ -297,6 +307,8 @@ def real_arm(arm: str, seed: int, args: argparse.Namespace, storage: Path) -> Ar
         flags += ["--scheduler", "fifo", "--num-samples", str(len(recipes_for("cpu")))]
     else:
         flags += ["--scheduler", "fair" if arm == "fair" else "asha", "--num-samples", str(args.num_samples)]
+    if arm == "fair" and args.rung_seconds is not None:
+        flags += ["--rung-seconds", str(args.rung_seconds)]
     if arm == "random_asha":
         flags += ["--startup-trials", str(args.num_samples)]
     t0 = time.time()
@@ -377,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace-period", type=int, default=1)
     p.add_argument("--reduction-factor", type=int, default=4)
     p.add_argument("--rung-metric", default="val_auroc")
+    p.add_argument(
+        "--rung-seconds", type=float, help="fair arm: its rung unit in seconds (default: search.run's; 0 = epochs)"
+    )
     p.add_argument("--num-samples", type=int, default=20, help="real: trials per search")
     p.add_argument("--space", default="pneumonia3class")
     p.add_argument("--data", help="real: data folder (default: the bundled demo set)")

@@ -20,6 +20,7 @@ from typing import Any
 from runstore.atomic import write_text
 from runstore.errors import UserError, cli
 from runstore.layout import BEST_FILE, load_run_info
+from runstore.metrics import EPOCH_SECONDS
 from runstore.ranking import top_trials
 from runstore.trials import load_trials
 from search.final import CALIBRATIONS, DECISIONS, FinalRecipe
@@ -158,9 +159,9 @@ def _is_ours(path: Path) -> bool:
 def _epoch_seconds(run_dir: Path) -> dict[str, float]:
     """Median seconds an epoch per trial, as the search measured them."""
     trials = load_trials(run_dir)
-    if trials.empty or "epoch_seconds" not in trials.columns:
+    if trials.empty or EPOCH_SECONDS not in trials.columns:
         return {}
-    return {str(k): float(v) for k, v in trials.groupby("trial_id")["epoch_seconds"].median().dropna().items()}
+    return {str(k): float(v) for k, v in trials.groupby("trial_id")[EPOCH_SECONDS].median().dropna().items()}
 
 
 def load_best_config(path: str | Path) -> dict[str, Any]:

@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         "best trial still go by --metric",
     )
     p.add_argument(
+        "--rung-seconds",
+        type=float,
+        help="fair: rungs in seconds of a trial's own training instead of epochs, so trials are compared after equal "
+        "compute (cpu default: half a trial's share of the budget, 22.5 s; 0 = epochs, the gpu default)",
+    )
+    p.add_argument(
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"
     )
     p.add_argument(

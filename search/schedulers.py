@@ -20,6 +20,13 @@ more than ``epsilon`` at both rungs. ``epsilon`` (unless given) is the metric's 
 absolute change of a trial's value from one epoch to the next. Trials at the top rung wait there (paused) for it to
 grow, or for a free worker.
 
+Rungs count epochs by default. With ``unit_s`` they count seconds of a trial's own training instead (rung ``k`` at
+``k x unit_s``, reached at the epoch whose end is nearest), so trials are compared after equal compute, not equal
+epochs: on a CPU one epoch costs 1.5 s for a small CNN and 30 s for a ResNet, and a small CNN still at chance after
+its first epoch is the best model after its twelfth (issue 14). ``max_t`` stays in epochs: a trial that finishes
+before a rung's time counts at that rung (and every rung above) with its final value, as Hyperband counts a finished
+trial.
+
 :class:`FairRungs` holds the decisions and knows nothing about Ray, so the replay benchmark
 (``benchmarks/search_quality.py --replay``) runs the very same logic; :class:`FairRungScheduler` is its Ray Tune face.
 """
@@ -34,6 +41,8 @@ from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from runstore.metrics import EPOCH_SECONDS
 
 __all__ = ["CONTINUE", "PAUSE", "STOP", "FairRungScheduler", "FairRungs", "rung_levels"]
 
@@ -69,6 +78,7 @@ class FairRungs:
     min_peers: int | None = None  # default: reduction_factor
     epsilon: float | None = None  # default: estimated from the values (see the module docstring)
     start_max_t: int | None = None  # default: the second rung
+    unit_s: float | None = None  # None: rungs in epochs; else in seconds of the trial's own training
     levels: list[int] = field(init=False)
     top: int = field(init=False)  # the current top rung (PASHA's growing max_t)
     results: dict[int, dict[str, float]] = field(init=False, default_factory=dict)  # rung -> trial -> value
@@ -78,6 +88,9 @@ class FairRungs:
     growths: list[int] = field(init=False, default_factory=list)  # each new top rung, in order
     finishing: set[str] = field(init=False, default_factory=set)  # trials sent to max_t before the deadline
     _seconds: dict[str, list[float]] = field(init=False, default_factory=dict)  # trial -> its epochs' seconds
+    _epoch: dict[str, int] = field(init=False, default_factory=dict)  # trial -> its last reported epoch
+    _spent: dict[str, float] = field(init=False, default_factory=dict)  # trial -> seconds trained (unit_s rungs)
+    _reached: dict[str, int] = field(init=False, default_factory=dict)  # trial -> the highest rung it reported at
     _last: dict[str, float] = field(init=False, default_factory=dict)
     _steps: list[float] = field(init=False, default_factory=list)  # |value change| between consecutive epochs
 
@@ -89,6 +102,8 @@ class FairRungs:
             raise ValueError(f"min_peers must be >= 1, got {self.min_peers}")
         if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon >= 0):
             raise ValueError(f"epsilon must be a finite number >= 0, got {self.epsilon}")
+        if self.unit_s is not None and not (math.isfinite(self.unit_s) and self.unit_s > 0):
+            raise ValueError(f"unit_s must be a finite number of seconds > 0, got {self.unit_s}")
         start = self.start_max_t if self.start_max_t is not None else self.levels[min(1, len(self.levels) - 1)]
         if start not in self.levels:
             raise ValueError(f"start_max_t must be one of the rungs {self.levels}, got {start}")
@@ -98,31 +113,54 @@ class FairRungs:
 
     def on_result(self, trial: str, epoch: int, value: float, seconds: float | None = None) -> str:
         """Record ``trial``'s ``value`` after ``epoch`` (which took ``seconds``) and decide: CONTINUE, PAUSE (wait at
-        this rung) or STOP."""
-        if seconds is not None and math.isfinite(seconds) and seconds > 0:
+        a rung) or STOP."""
+        timed = seconds is not None and math.isfinite(seconds) and seconds > 0
+        if timed:
             self._seconds.setdefault(trial, []).append(seconds)
         if trial in self._last and math.isfinite(value) and math.isfinite(self._last[trial]):
             self._steps.append(abs(value - self._last[trial]))
         self._last[trial] = value
+        self._epoch[trial] = epoch
         self.paused.pop(trial, None)
         self.promoted.discard(trial)
-        if epoch not in self.levels:
+        crossed = self._crossed(trial, epoch, seconds if timed else None)
+        if not crossed:
             return STOP if epoch >= self.max_t else CONTINUE
-        self.results.setdefault(epoch, {})[trial] = value
+        for level in crossed:
+            self.results.setdefault(level, {})[trial] = value
+        rung = self._reached[trial] = crossed[-1]
         if epoch >= self.max_t:
+            if len(crossed) > 1:  # finished before the rungs' times: it is a peer at each of them now
+                if self.top in crossed:
+                    self._maybe_grow()
+                self._settle()
             return STOP
         if trial in self.finishing:
-            if epoch == self.top:
+            if self.top in crossed:
                 self._maybe_grow()
-            self._settle(epoch)
+            self._settle(rung)
             return CONTINUE
-        if epoch == self.top:
+        if self.top in crossed:
             self._maybe_grow()
-        decision = self._decide(trial, epoch)
-        self._settle(epoch)
+        decision = self._decide(trial, rung)
+        self._settle(rung)
         if decision == PAUSE:
-            self.paused[trial] = epoch
+            self.paused[trial] = rung
         return decision
+
+    def _crossed(self, trial: str, epoch: int, seconds: float | None) -> list[int]:
+        """The rungs ``trial`` reaches with this epoch, lowest first: the epoch itself if it is a rung; with
+        ``unit_s``, every rung below ``max_t`` whose time this epoch's end is the nearest epoch end to (or all the
+        rungs left once it finishes). An epoch without its seconds counts as reaching the rungs at or below it."""
+        if self.unit_s is None:
+            return [epoch] if epoch in self.levels else []
+        spent = self._spent[trial] = self._spent.get(trial, 0.0) + (seconds or 0.0)
+        ahead = [level for level in self.levels if level > self._reached.get(trial, 0)]
+        if epoch >= self.max_t:
+            return ahead
+        if seconds is None:
+            return [level for level in ahead if level <= epoch and level < self.max_t]
+        return [level for level in ahead if level < self.max_t and spent >= level * self.unit_s - seconds / 2]
 
     def forget(self, trial: str) -> None:
         """``trial`` ended (stopped, finished, failed): it waits for nothing any more."""
@@ -152,7 +190,7 @@ class FairRungs:
         if not seconds:
             return None
         epoch_s = statistics.median(seconds)
-        need = (self.max_t - self.paused[leader]) * epoch_s
+        need = (self.max_t - self._epoch.get(leader, self.paused[leader])) * epoch_s
         if remaining_s > need + epoch_s:
             return None
         self.finishing.add(leader)
@@ -248,6 +286,7 @@ class FairRungScheduler(FIFOScheduler):
         epsilon: float | None = None,
         time_budget_s: float | None = None,
         time_attr: str = "training_iteration",
+        unit_s: float | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("min", "max"):
@@ -260,7 +299,9 @@ class FairRungScheduler(FIFOScheduler):
         self._max_concurrent = max_concurrent
         self._time_budget_s = time_budget_s or None
         self._deadline: float | None = None  # set when Tune first asks for a trial, as its own budget clock starts
-        self.rungs = FairRungs(grace_period, reduction_factor, max_t, min_peers=min_peers, epsilon=epsilon)
+        self.rungs = FairRungs(
+            grace_period, reduction_factor, max_t, min_peers=min_peers, epsilon=epsilon, unit_s=unit_s
+        )
 
     # Every epoch must reach the rungs one by one: a buffered result would skip a rung.
     _supports_buffered_results = False
@@ -269,7 +310,9 @@ class FairRungScheduler(FIFOScheduler):
         if self._time_attr not in result or self._metric not in result:
             return CONTINUE
         value = self._sign * float(result[self._metric])
-        seconds = result.get("time_this_iter_s")
+        # The epoch's own train + validate time (a resumed trial's catch-up reports carry the original one); Tune's
+        # time between reports when the trainable does not measure it.
+        seconds = result.get(EPOCH_SECONDS, result.get("time_this_iter_s"))
         decision = self.rungs.on_result(
             trial.trial_id, int(result[self._time_attr]), value, None if seconds is None else float(seconds)
         )

@@ -17,9 +17,11 @@ __all__ = [
     "DEFAULT_METRIC",
     "METRICS",
     "PROFILE_DEFAULTS",
+    "RUNG_SHARE",
     "SCHEDULERS",
     "ResolvedSearch",
     "SearchSettings",
+    "budget_share_s",
     "default_rung_metric",
     "resolve",
     "run_name",
@@ -36,6 +38,15 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 #: ``--scheduler`` choices: ASHA (Ray's), fair rungs with a progressive top rung (``search.schedulers``), none (FIFO).
 SCHEDULERS = ("asha", "fair", "fifo")
+
+
+#: The fair scheduler's rung unit on the ``cpu`` profile, as a share of one trial's share of the budget.
+RUNG_SHARE = 0.5
+
+
+def budget_share_s(time_budget_s: float, max_concurrent: int, num_samples: int) -> float:
+    """One trial's fair share of a time budget, in seconds of one worker: budget x trials at once / trials."""
+    return time_budget_s * max_concurrent / num_samples
 
 
 @dataclasses.dataclass
@@ -66,6 +77,7 @@ class SearchSettings:
     scheduler: str = "asha"
     startup_trials: int | None = None
     rung_metric: str | None = None
+    rung_seconds: float | None = None  # fair rungs in seconds of training (None: the profile's default; 0: epochs)
     weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
@@ -86,6 +98,10 @@ def validate(s: SearchSettings) -> None:
     ):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    if s.rung_seconds is not None and not (math.isfinite(s.rung_seconds) and s.rung_seconds >= 0):
+        raise UserError(
+            f"--rung-seconds must be a finite number of seconds >= 0 (0 = rungs in epochs), got {s.rung_seconds}"
+        )
     for flag, value in (("--time-budget", s.time_budget_s), ("--val-fraction", s.val_fraction)):
         if value is not None and not math.isfinite(value):
             raise UserError(f"{flag} must be a finite number, got {value}")
@@ -204,7 +220,20 @@ class ResolvedSearch:
         time budget."""
         if self.profile != "cpu" or not self.time_budget_s:
             return None
-        return self.time_budget_s * self.max_concurrent / self.num_samples
+        return budget_share_s(self.time_budget_s, self.max_concurrent, self.num_samples)
+
+    @property
+    def rung_unit_s(self) -> float | None:
+        """Seconds of a trial's own training per rung unit of the fair scheduler, or None for rungs in epochs:
+        ``--rung-seconds``, else on the ``cpu`` profile with a time budget half a trial's fair share of it (22.5 s by
+        default), where one epoch costs 1.5 s for one model and 30 s for another; epochs everywhere else."""
+        if self.scheduler != "fair":
+            return None
+        given = self.settings.rung_seconds
+        if given is not None:
+            return given or None
+        share = self.epoch_share_s
+        return share * RUNG_SHARE if share else None
 
     def startup_trials(self, n_recipes: int) -> int:
         """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""
@@ -212,7 +241,8 @@ class ResolvedSearch:
 
     def describe(self) -> str:
         """One line for the log and the console."""
-        rungs = f"on {self.rung_metric}, grace {self.grace_period}, reduction {self.reduction_factor}"
+        unit = f"{self.rung_unit_s:g} s of training" if self.rung_unit_s else "epoch"
+        rungs = f"on {self.rung_metric}, grace {self.grace_period} x {unit}, reduction {self.reduction_factor}"
         stopping = {"asha": f"ASHA {rungs}", "fair": f"fair rungs {rungs}, progressive top rung"}.get(
             self.scheduler, "FIFO (no early stopping)"
         )

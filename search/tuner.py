@@ -53,6 +53,7 @@ def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
             max_t=r.max_epochs,
             max_concurrent=r.max_concurrent,
             time_budget_s=r.time_budget_s,
+            unit_s=r.rung_unit_s,
         )
         return fair, None, None
     return FIFOScheduler(), r.metric, r.mode

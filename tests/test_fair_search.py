@@ -21,6 +21,7 @@ def fair_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = _run(
         ["-m", "search.run", "--space", "pneumonia3class", "--data", str(data), "--num-samples", "7"]
         + ["--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2", "--scheduler", "fair"]
+        + ["--rung-seconds", "0"]  # rungs in epochs: the first recipe reaches rung 1 at epoch 1, alone
         + ["--no-report", "--seed", "0", "--storage", str(work / "runs"), "--name", "fair"],
         cwd=work,
     )

@@ -204,6 +204,8 @@ _SPACE = ["--space", "pneumonia3class", "--storage", "runs"]
         (["--time-budget", "-5"], ["--time-budget", "-5"]),
         (["--time-budget", "nan"], ["--time-budget", "finite"]),
         (["--time-budget", "inf"], ["--time-budget", "finite"]),
+        (["--rung-seconds", "-1"], ["--rung-seconds", ">= 0"]),
+        (["--rung-seconds", "nan"], ["--rung-seconds", "finite"]),
         (["--cpus-per-trial", "nan"], ["--cpus-per-trial", "finite"]),
         (["--cpus-per-trial", "0"], ["--cpus-per-trial", "> 0"]),
         (["--cpus-per-trial", "4096"], ["--cpus-per-trial 4096", "CPU(s)"]),

@@ -279,3 +279,58 @@ def test_the_leader_is_the_best_paused_trial_at_the_highest_rung_and_needs_its_o
     assert rungs.to_finish(70.0) is None, "sent once"
     assert rungs.on_result("x", 4, 0.95, 10.0) == CONTINUE, "a trial sent to the end passes every rung"
     assert rungs.on_result("x", 8, 0.95, 10.0) == STOP
+
+
+# -- rungs in seconds of training (unit_s) ---------------------------------------------------------------------------
+
+
+def test_with_unit_s_a_cheap_trial_reaches_a_rung_after_as_much_training_time_as_a_dear_one() -> None:
+    """20 s a rung unit: a 25 s epoch reaches rung 1 at its first epoch (its end is the nearest to 20 s), a 2 s
+    epoch at its tenth; both are compared there, not after one epoch each."""
+    rungs = FairRungs(1, 2, 12, min_peers=2, epsilon=0.0, unit_s=20.0)
+    assert rungs.on_result("dear", 1, 0.60, 25.0) == PAUSE, "rung 1 reached: waits for a peer"
+    for epoch in range(1, 10):
+        assert rungs.on_result("cheap", epoch, 0.40, 2.0) == CONTINUE, f"epoch {epoch} is {2 * epoch} s < 20 s"
+    assert rungs.results == {1: {"dear": 0.60}}
+    assert rungs.on_result("cheap", 10, 0.70, 2.0) == CONTINUE, "20 s: rung 1, and it beats the dear trial there"
+    assert rungs.results[1] == {"dear": 0.60, "cheap": 0.70} and "dear" in rungs.rejected
+
+
+def test_with_unit_s_the_nearest_epoch_end_reaches_the_rung_and_a_long_epoch_can_pass_two() -> None:
+    rungs = FairRungs(1, 2, 12, min_peers=1, epsilon=0.0, unit_s=20.0, start_max_t=4)
+    assert rungs.on_result("a", 1, 0.5, 9.0) == CONTINUE, "9 s: 20 s is nearer the next epoch end"
+    assert rungs.on_result("a", 2, 0.6, 9.0) == CONTINUE and rungs.results == {1: {"a": 0.6}}, "18 s: rung 1"
+    assert rungs.on_result("b", 1, 0.7, 50.0) == CONTINUE, "one 50 s epoch passes rungs 1 and 2 (20 s, 40 s)"
+    assert rungs.results[1]["b"] == rungs.results[2]["b"] == 0.7 and 4 not in rungs.results
+
+
+def test_with_unit_s_a_trial_that_finishes_before_a_rung_is_a_peer_there_with_its_final_value() -> None:
+    """A small CNN trains all its epochs in less than a rung's time: its final value counts at every rung above,
+    and the dear trial waiting there for peers is decided by it."""
+    rungs = FairRungs(1, 4, 12, min_peers=2, epsilon=0.0, unit_s=30.0)
+    assert rungs.on_result("resnet", 1, 0.65, 30.0) == PAUSE
+    for epoch in range(1, 12):
+        assert rungs.on_result("tiny", epoch, 0.33 if epoch < 4 else 0.7, 1.5) == CONTINUE
+    assert rungs.on_result("tiny", 12, 0.78, 1.5) == STOP, "max_t is in epochs: it is done"
+    assert rungs.results[1]["tiny"] == rungs.results[4]["tiny"] == rungs.results[12]["tiny"] == 0.78
+    assert "resnet" in rungs.rejected, "2 results at rung 1 keep 1 of 2: the finished small CNN's"
+
+
+def test_with_unit_s_the_deadline_plans_with_the_leaders_epochs_left_not_its_rung() -> None:
+    rungs = FairRungs(1, 4, 12, min_peers=1, epsilon=0.0, unit_s=10.0)
+    for epoch in range(1, 5):
+        rungs.on_result("x", epoch, 0.8, 10.0)
+    assert rungs.paused == {"x": 4}, "rung 4 (40 s), the top rung: waits there"
+    assert rungs.on_result("y", 1, 0.9, 40.0) == PAUSE and rungs.paused["y"] == 4, "y leads the top rung"
+    # y has 11 epochs of 40 s left: 440 s + one epoch of slack.
+    assert rungs.to_finish(481.0) is None and rungs.to_finish(480.0) == "y"
+
+
+def test_the_fair_scheduler_times_rungs_by_the_epochs_own_seconds() -> None:
+    """``epoch_seconds`` (train + validate, what a resumed trial's catch-up reports carry) over Tune's time between
+    reports, which includes a restore."""
+    scheduler, controller = _scheduler(reduction_factor=2, min_peers=1, unit_s=20.0)
+    trial = _trial(controller, scheduler, "t")
+    result = {"training_iteration": 1, "val_auroc": 0.7, "epoch_seconds": 5.0, "time_this_iter_s": 25.0}
+    assert scheduler.on_trial_result(controller, trial, result) == CONTINUE, "5 s of training: not at 20 s yet"
+    assert scheduler.rungs.results == {}

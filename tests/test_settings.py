@@ -46,6 +46,16 @@ def test_flags_win_over_defaults() -> None:
     assert r.max_concurrent == 4 and r.name == "x"
 
 
+def test_fair_rungs_count_seconds_of_training_on_the_cpu_profile_and_epochs_elsewhere() -> None:
+    assert _resolve(scheduler="fair").rung_unit_s == pytest.approx(450 * 2 / 20 / 2), "half a trial's budget share"
+    assert "grace 1 x 22.5 s of training" in _resolve(scheduler="fair").describe()
+    assert _resolve(scheduler="fair", rung_seconds=10).rung_unit_s == 10
+    assert _resolve(scheduler="fair", rung_seconds=0).rung_unit_s is None, "--rung-seconds 0: epochs"
+    assert _resolve(scheduler="fair", time_budget_s=0).rung_unit_s is None, "no budget to share"
+    assert _resolve(cpus=16, gpus=4, scheduler="fair").rung_unit_s is None
+    assert _resolve(scheduler="asha", rung_seconds=10).rung_unit_s is None, "ASHA's rungs are Ray's, in epochs"
+
+
 def test_a_minimised_metric_minimises_the_rungs_too() -> None:
     r = _resolve(metric="val_loss")
     assert (r.mode, r.rung_metric) == ("min", "val_loss")

@@ -31,6 +31,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from runstore.metrics import EPOCH_SECONDS
 from trainables.augment import BatchAugment
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
@@ -386,7 +387,7 @@ def train_trial(
         _step_schedule(loop.schedule, end_of_epoch=True, loss=metrics.get("val_loss", metrics["train_loss"]))
         metrics |= {
             "lr": lr_now,
-            "epoch_seconds": time.perf_counter() - t0,
+            EPOCH_SECONDS: time.perf_counter() - t0,
             "train_images_per_s": train["images_per_s"],
             # Optimiser steps so far: equal epochs are very different amounts of training at batch 1 and at 300.
             "train_steps": (epoch + 1) * loop.steps_per_epoch,
