@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CXR_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
+def run_benchmark(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/<script> args...`` from the checkout, as a user runs it; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data: the real chest X-rays (see its README). Missing is an error, not a skip."""

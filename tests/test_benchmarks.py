@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_benchmark, write_trial
 
 
 @pytest.mark.slow
@@ -18,13 +15,7 @@ def test_pipeline_benchmark_quick_on_scanner_size_images_prints_decode_times_and
     spec (the benchmark's own, then the cpu profile's), and the ratio line comes last."""
     from spaces.profiles import CPU
 
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    proc = run_benchmark("pipeline.py", "--quick", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     m = re.fullmatch(r"ratio_vs_seed_pipeline=(\d+\.\d+) ratio_vs_compute_limit=(\d+\.\d+)", lines[-1])
@@ -49,13 +40,7 @@ def test_pipeline_benchmark_quick_on_scanner_size_images_prints_decode_times_and
 
 def test_pipeline_benchmark_without_its_data_says_so_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "fullres_sample"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--data", str(missing)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = run_benchmark("pipeline.py", "--data", str(missing))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         f"pipeline.py: error: no data folder at {missing} (clone beside ../shared, or pass --data DIR)"
@@ -65,8 +50,6 @@ def test_pipeline_benchmark_without_its_data_says_so_in_one_line(tmp_path: Path)
 def test_asha_replay_shows_what_each_rung_signal_would_have_stopped(tmp_path: Path) -> None:
     """Ray's own ASHA bracket over recorded curves: a slow starter (balanced accuracy at chance after one epoch, but
     the better ranking) is stopped when rungs compare balanced accuracy and kept when they compare AUROC."""
-    from conftest import write_trial
-
     curves = {
         "aaaa0001": [(0.50, 0.70), (0.55, 0.72), (0.60, 0.74)],  # steady
         "aaaa0002": [(0.34, 0.80), (0.65, 0.85), (0.75, 0.88)],  # slow starter, ends best
@@ -75,13 +58,8 @@ def test_asha_replay_shows_what_each_rung_signal_would_have_stopped(tmp_path: Pa
     for index, (tid, epochs) in enumerate(curves.items(), start=1):
         rows = [{"val_balanced_acc": b, "val_auroc": a, "val_loss": 1.0, "time_this_iter_s": 1.0} for b, a in epochs]
         write_trial(tmp_path, tid, index, {"epochs": 3}, rows)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "asha_replay.py"), str(tmp_path), "--concurrency", "1"]
-        + ["--signals", "val_balanced_acc,val_auroc"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    proc = run_benchmark(
+        "asha_replay.py", str(tmp_path), "--concurrency", "1", "--signals", "val_balanced_acc,val_auroc"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -112,13 +90,7 @@ def test_selection_benchmark_scores_saved_curves(tmp_path: Path) -> None:
     curves = [{"config": c, "seed": s, "curve": k} for s in (0, 1) for c, k in (("a", spike), ("b", steady))]
     path = tmp_path / "curves.json"
     path.write_text(json.dumps(curves))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "selection.py"), "--curves", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = run_benchmark("selection.py", "--curves", str(path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {
         line.split(" | ")[0]: [c.split()[0] for c in line.split(" | ")]
@@ -138,7 +110,6 @@ def test_search_quality_replay_ranks_the_arms_and_prints_the_goal_line_last(tmp_
     proposals, the better half of which rank above the recipes after one epoch. ASHA lets the recipes through the first
     rung before any proposal has a result there and spends the budget on them; fair rungs make them meet the
     proposals first, so the better proposals get the epochs."""
-    from conftest import write_trial
 
     def rows(seconds: float, aurocs: list[float], scores: list[float]) -> list[dict]:
         return [
@@ -156,14 +127,7 @@ def test_search_quality_replay_ranks_the_arms_and_prints_the_goal_line_last(tmp_
     ]
     for index, (tid, recipe, epochs) in enumerate(trials, start=1):
         write_trial(tmp_path, tid, index, {"epochs": 12, "recipe": recipe}, epochs)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--replay", str(tmp_path)]
-        + ["--budget", "300", "--seeds", "0,1,2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = run_benchmark("search_quality.py", "--replay", str(tmp_path), "--budget", "300", "--seeds", "0,1,2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     m = re.fullmatch(r"beats_recipes=(\d)/3 proposed_share=(\d\.\d\d) utilisation=(\d\.\d\d)", lines[-1])
@@ -181,8 +145,6 @@ def test_search_quality_summarise_rereads_kept_runs_and_scores_the_goals(tmp_pat
     counts, the shares come from the epochs' own seconds, utilisation from the recorded wall time."""
     import json
 
-    from conftest import write_trial
-
     def epoch(t: float, seconds: float, score: float) -> dict:
         return {"val_balanced_acc": score, "val_auroc": score, "time_this_iter_s": seconds, "timestamp": t}
 
@@ -192,24 +154,10 @@ def test_search_quality_summarise_rereads_kept_runs_and_scores_the_goals(tmp_pat
     write_trial(fair, "p0000002", 2, {}, [epoch(1015, 15, 0.65), epoch(1045, 30, 0.75)])
     for run in (fair, recipes):
         (run / "benchmark-timing.json").write_text(json.dumps({"started": 1000.0, "wall_s": 50.0, "cpus": 2.0}))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--summarise", str(tmp_path)]
-        + ["--seeds", "0", "--arms", "fair,recipes"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = run_benchmark("search_quality.py", "--summarise", str(tmp_path), "--seeds", "0", "--arms", "fair,recipes")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert "time_to_beat_recipes_s=[45]" in next(ln for ln in lines if ln.startswith("fair"))
     assert lines[-1] == "beats_recipes=1/1 proposed_share=0.82 utilisation=0.55"  # 45 of 55 s; 55 / (50 x 2)
-    missing = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--summarise", str(tmp_path)]
-        + ["--seeds", "1", "--arms", "fair,recipes"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    missing = run_benchmark("search_quality.py", "--summarise", str(tmp_path), "--seeds", "1", "--arms", "fair,recipes")
     assert missing.returncode != 0 and "quality-fair-1 has no benchmark-timing.json" in missing.stderr

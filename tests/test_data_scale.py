@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from clusterlib import ROOT, SMALL, driver_env, local_cluster, make_slice, run_search, trial_results
+from conftest import run_benchmark
 
 from trainables.cache import ImageSpec, decode_files
 from trainables.data import DataCatalog
@@ -119,13 +118,7 @@ def test_a_node_receives_only_the_image_specs_its_trials_train_on(tmp_path: Path
 
 @pytest.mark.slow
 def test_data_scale_benchmark_quick_prints_its_ratios_last() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "data_scale.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    proc = run_benchmark("data_scale.py", "--quick", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     m = re.fullmatch(r"startup_ratio=(\d+\.\d+) memory_ratio=(\d+\.\d+)", lines[-1])
