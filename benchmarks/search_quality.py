@@ -54,7 +54,7 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from runstore.metrics import metric_mode
 from runstore.trials import load_trials
 from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs
-from search.settings import RUNG_SHARE, budget_share_s
+from search.settings import RUNG_SHARE
 
 ARMS = ("today", "fair", "random_asha", "recipes")
 SCORE = "val_balanced_acc"  # what the search selects on (its default --metric)
@@ -287,7 +287,7 @@ def fair_unit_s(args: argparse.Namespace) -> float | None:
     """The fair arm's rung unit in the replay, as ``search.settings`` resolves it on the cpu profile."""
     if args.rung_seconds is not None:
         return args.rung_seconds or None
-    return budget_share_s(args.budget, args.workers, args.num_samples) * RUNG_SHARE
+    return args.budget * args.workers * RUNG_SHARE
 
 
 # -- real: search.run per arm and seed, timed from process start to exit ------------------------------------------

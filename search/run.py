@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rung-seconds",
         type=float,
         help="fair: rungs in seconds of a trial's own training instead of epochs, so trials are compared after equal "
-        "compute (cpu default: half a trial's share of the budget, 22.5 s; 0 = epochs, the gpu default)",
+        "compute (cpu default: 1/40 of the budget x the trials at once, 22.5 s; 0 = epochs, the gpu default)",
     )
     p.add_argument(
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"

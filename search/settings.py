@@ -21,7 +21,6 @@ __all__ = [
     "SCHEDULERS",
     "ResolvedSearch",
     "SearchSettings",
-    "budget_share_s",
     "default_rung_metric",
     "resolve",
     "run_name",
@@ -40,13 +39,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 SCHEDULERS = ("asha", "fair", "fifo")
 
 
-#: The fair scheduler's rung unit on the ``cpu`` profile, as a share of one trial's share of the budget.
-RUNG_SHARE = 0.5
-
-
-def budget_share_s(time_budget_s: float, max_concurrent: int, num_samples: int) -> float:
-    """One trial's fair share of a time budget, in seconds of one worker: budget x trials at once / trials."""
-    return time_budget_s * max_concurrent / num_samples
+#: The fair scheduler's rung unit on the ``cpu`` profile, as a share of the budget's worker-seconds (450 s x 2 / 40 =
+#: 22.5 s by default: one epoch of the dearest seed recipe there).
+RUNG_SHARE = 1 / 40
 
 
 @dataclasses.dataclass
@@ -220,20 +215,21 @@ class ResolvedSearch:
         time budget."""
         if self.profile != "cpu" or not self.time_budget_s:
             return None
-        return budget_share_s(self.time_budget_s, self.max_concurrent, self.num_samples)
+        return self.time_budget_s * self.max_concurrent / self.num_samples
 
     @property
     def rung_unit_s(self) -> float | None:
         """Seconds of a trial's own training per rung unit of the fair scheduler, or None for rungs in epochs:
-        ``--rung-seconds``, else on the ``cpu`` profile with a time budget half a trial's fair share of it (22.5 s by
-        default), where one epoch costs 1.5 s for one model and 30 s for another; epochs everywhere else."""
+        ``--rung-seconds``, else on the ``cpu`` profile with a time budget ``RUNG_SHARE`` of its worker-seconds
+        (there one epoch costs 1.5 s for one model and 30 s for another); epochs everywhere else."""
         if self.scheduler != "fair":
             return None
         given = self.settings.rung_seconds
         if given is not None:
             return given or None
-        share = self.epoch_share_s
-        return share * RUNG_SHARE if share else None
+        if self.profile != "cpu" or not self.time_budget_s:
+            return None
+        return self.time_budget_s * self.max_concurrent * RUNG_SHARE
 
     def startup_trials(self, n_recipes: int) -> int:
         """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""

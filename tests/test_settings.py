@@ -47,7 +47,8 @@ def test_flags_win_over_defaults() -> None:
 
 
 def test_fair_rungs_count_seconds_of_training_on_the_cpu_profile_and_epochs_elsewhere() -> None:
-    assert _resolve(scheduler="fair").rung_unit_s == pytest.approx(450 * 2 / 20 / 2), "half a trial's budget share"
+    assert _resolve(scheduler="fair").rung_unit_s == pytest.approx(450 * 2 / 40), "1/40 of the worker-seconds"
+    assert _resolve(scheduler="fair", num_samples=40).rung_unit_s == pytest.approx(22.5), "whatever the trial count"
     assert "grace 1 x 22.5 s of training" in _resolve(scheduler="fair").describe()
     assert _resolve(scheduler="fair", rung_seconds=10).rung_unit_s == 10
     assert _resolve(scheduler="fair", rung_seconds=0).rung_unit_s is None, "--rung-seconds 0: epochs"
