@@ -9,7 +9,8 @@ Arms (issue 14):
 
 Per arm, over the seeds: the best validation balanced accuracy at the budget (mean and spread), the time until a
 proposed (non-recipe) configuration first beats the recipes arm's best (seconds; ``-`` when it never does), the share
-of epoch time spent on proposed configurations, and epoch time / (wall x CPUs). Last line, for the ``fair`` arm::
+of epoch time spent on proposed configurations, and epoch time / (wall x CPUs). Last line, for the ``fair`` arm (or,
+when it was not run, the first other arm that searches)::
 
     beats_recipes=K/N proposed_share=X utilisation=Y
 
@@ -350,7 +351,8 @@ def summarise(out: Path, seeds: list[int], arms: list[str]) -> dict[str, list[Ar
 
 
 def report(results: dict[str, list[ArmResult]]) -> list[str]:
-    """One line per arm, then the goal line for the ``fair`` arm (last)."""
+    """One line per arm, then the goal line (last) for the ``fair`` arm, or the first other searching arm run without
+    it."""
     targets = [r.best for r in results.get("recipes", [])]
     lines = []
     for arm, runs in results.items():
@@ -367,7 +369,8 @@ def report(results: dict[str, list[ArmResult]]) -> list[str]:
             f"utilisation={statistics.mean(r.utilisation for r in runs):.2f} "
             f"epochs={statistics.mean(len(r.epochs) for r in runs):.1f} censored={sum(r.censored for r in runs)}"
         )
-    fair = results.get("fair", [])
+    searched = [arm for arm in ("fair", *ARMS) if arm != "recipes" and results.get(arm)]
+    fair = results[searched[0]] if searched else []
     k = sum(r.time_to_beat(t) is not None for r, t in zip(fair, targets))
     share = statistics.mean(r.proposed_share for r in fair) if fair else 0.0
     util = statistics.mean(r.utilisation for r in fair) if fair else 0.0
