@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from trainables import train as train_module
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
-from trainables import train as train_module
 from trainables.train import NonFiniteLossError, train_fn, train_trial
 
 
@@ -107,7 +107,9 @@ def test_prefetched_batches_train_exactly_as_batches_made_inline(
     for prefetch in (True, False):
         monkeypatch.setattr(train_module, "PREFETCH_ON_CPU", prefetch)
         states: list[dict] = []
-        result = train_trial(config, small, device="cpu", reporter=lambda m, s: states.append(copy.deepcopy(s)))
+        result = train_trial(
+            config, small, device="cpu", reporter=lambda m, s, kept=states: kept.append(copy.deepcopy(s))
+        )
         runs[prefetch] = (result, states[-1])
     (a, sa), (b, sb) = runs[True], runs[False]
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
