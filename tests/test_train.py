@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainables import train as train_module
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
@@ -87,6 +88,34 @@ def test_same_seed_same_result_other_seed_other_result(small: PreparedData) -> N
     b = train_trial(config, small).final
     c = train_trial({**config, "seed": 1}, small).final
     assert a["val_loss"] == b["val_loss"] and a["val_loss"] != c["val_loss"]
+
+
+def test_prefetched_batches_train_exactly_as_batches_made_inline(
+    small: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Augmenting the next batch in a background thread changes no random draw: same losses, same final weights and
+    the same augmentation generator state in the checkpoint as making every batch inline."""
+    config = {
+        "model": "tinyvgg",
+        "image_size": "32",
+        "epochs": 2,
+        "batch_size": 16,
+        "hflip": 0.5,
+        "trivial_augment": True,
+    }
+    runs = {}
+    for prefetch in (True, False):
+        monkeypatch.setattr(train_module, "PREFETCH_ON_CPU", prefetch)
+        states: list[dict] = []
+        result = train_trial(
+            config, small, device="cpu", reporter=lambda m, s, kept=states: kept.append(copy.deepcopy(s))
+        )
+        runs[prefetch] = (result, states[-1])
+    (a, sa), (b, sb) = runs[True], runs[False]
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert torch.equal(sa["augment"]["generator"], sb["augment"]["generator"])
 
 
 def test_exploding_loss_ends_the_trial_with_a_clear_error(small: PreparedData) -> None:

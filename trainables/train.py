@@ -15,7 +15,8 @@ import posixpath
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from torchmetrics.classification import (
 )
 
 from runstore.metrics import EPOCH_SECONDS
-from trainables.augment import BatchAugment
+from trainables.augment import BatchAugment, one_cpu_thread
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
 from trainables.models import count_parameters, create_model, set_train_mode
@@ -280,6 +281,44 @@ def _step_schedule(schedule: Any, *, end_of_epoch: bool, loss: float | None = No
             schedule.step()
 
 
+#: Make batch k+1 in a background thread while the model trains on batch k (CPU only; ``False``: inline).
+PREFETCH_ON_CPU = True
+
+
+def _train_batches(
+    loop: _Loop, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The epoch's augmented batches in ``order``, bitwise the same whether made inline or prefetched.
+
+    On the CPU one background thread gathers and augments batch k+1 (on one intra-op thread, like every augmentation)
+    while the model's step on batch k runs on the caller's threads: the single-threaded augmentation fills the gaps a
+    small model's step leaves on the cores instead of adding to each step. Only that thread draws from the
+    augmentation generator, batch after batch, and no batch of the next epoch is started, so the random draws, the
+    batches and the generator state at the epoch's end (the checkpoint) are the same as made inline.
+    """
+    bs, dev = loop.batch_size, loop.device
+
+    def make(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = order[step * bs : (step + 1) * bs]
+        with one_cpu_thread(dev):
+            return loop.prep(x[idx], train=True), y[idx].to(dev, non_blocking=True)
+
+    if dev.type != "cpu" or not PREFETCH_ON_CPU or loop.steps_per_epoch < 2:
+        for step in range(loop.steps_per_epoch):
+            yield make(step)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment") as pool:
+        pending = pool.submit(make, 0)
+        try:
+            for step in range(1, loop.steps_per_epoch):
+                batch = pending.result()
+                pending = pool.submit(make, step)
+                yield batch
+            yield pending.result()
+        finally:  # the consumer stopped early (an error): drop a batch not yet begun; the pool waits for a running one
+            pending.cancel()
+
+
 def _train_epoch(loop: _Loop, split: ImageSplit, epoch: int) -> dict[str, float]:
     """One pass over ``split`` in a (seed, epoch)-determined order; returns its loss, accuracy and images per second."""
     cfg, dev = loop.cfg, loop.device
@@ -289,10 +328,8 @@ def _train_epoch(loop: _Loop, split: ImageSplit, epoch: int) -> dict[str, float]
     # Each epoch's order depends only on (seed, epoch): a resumed trial sees the batches an uninterrupted one would.
     order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(y_train)))
     seen, loss_sum, correct = 0, 0.0, 0
-    for step in range(loop.steps_per_epoch):
-        idx = order[step * loop.batch_size : (step + 1) * loop.batch_size]
-        xb = loop.prep(x_train[idx], train=True).contiguous(memory_format=torch.channels_last)
-        yb = y_train[idx].to(dev, non_blocking=True)
+    for step, (xb, yb) in enumerate(_train_batches(loop, x_train, y_train, order)):
+        xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
             logits = loop.model(xb)
             loss = loop.criterion(logits.float(), yb)
