@@ -10,7 +10,7 @@ speed can differ. Last line::
 X the median of the per-round ratios (on / off), M their mean with a t interval over the rounds.
 
     python benchmarks/prefetch.py              # 8 rounds on ../shared/data/fullres_sample
-    python benchmarks/prefetch.py --rounds 2   # smoke size
+    python benchmarks/prefetch.py --rounds 2 --epoch-images 128   # smoke size
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=8, help="rounds, each one epoch with and one without (default 8)")
     p.add_argument("--data", help="Kaggle-layout data folder (default: pipeline.py's, the scanner-size sample)")
+    p.add_argument("--epoch-images", type=int, default=1000, help="images an epoch (the train split cycled)")
     args = p.parse_args(argv)
     if args.rounds < 2:
         p.error(f"--rounds must be >= 2 for an interval, got {args.rounds}")
-    bench = pipeline._parse_args(["--data", args.data] if args.data else [])
+    bench = pipeline._parse_args(
+        ["--epoch-images", str(args.epoch_images), *(["--data", args.data] if args.data else [])]
+    )
     _, prepared = pipeline.prepare_data(bench)
     pipeline.warm_up_ours(bench, prepared)
     rates: dict[bool, list[float]] = {True: [], False: []}
@@ -49,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on images_per_s={[round(v, 1) for v in rates[True]]}")
     print(f"off images_per_s={[round(v, 1) for v in rates[False]]}")
     print(
-        f"ratio_prefetch_on_off={statistics.median(ratios):.3f} mean={ci.mean:.3f} "
-        f"ci95=[{ci.low:.3f}, {ci.high:.3f}]"
+        f"ratio_prefetch_on_off={statistics.median(ratios):.3f} mean={ci.mean:.3f} ci95=[{ci.low:.3f}, {ci.high:.3f}]"
     )
     return 0
 

@@ -38,6 +38,18 @@ def test_pipeline_benchmark_quick_on_scanner_size_images_prints_decode_times_and
     assert re.search(r"^ours images_per_s=", proc.stdout, re.M)
 
 
+@pytest.mark.slow
+def test_prefetch_benchmark_times_both_arms_each_round_and_prints_the_ratio_with_its_interval_last() -> None:
+    proc = run_benchmark("prefetch.py", "--rounds", "2", "--epoch-images", "128", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    rounds = [ln for ln in lines if ln.startswith("round ")]
+    assert [ln.split()[2] for ln in rounds] == ["prefetch=on", "prefetch=off", "prefetch=off", "prefetch=on"]
+    m = re.fullmatch(r"ratio_prefetch_on_off=(\d+\.\d+) mean=(\d+\.\d+) ci95=\[(-?\d+\.\d+), (\d+\.\d+)\]", lines[-1])
+    assert m, lines[-1]
+    assert float(m.group(3)) <= float(m.group(2)) <= float(m.group(4))
+
+
 def test_pipeline_benchmark_without_its_data_says_so_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "fullres_sample"
     proc = run_benchmark("pipeline.py", "--data", str(missing))
