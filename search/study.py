@@ -396,7 +396,9 @@ def _build_tuner(
 ) -> Any:
     """A ``Tuner`` that runs each of ``configs`` once, in order: FIFO (nothing stopped early), ``max_concurrent`` at
     once. The grid is listed, not Tune's ``grid_search`` with ``sample_from`` for the fields a level sets: a trial
-    still pending when a study is interrupted would resume with those fields unresolved."""
+    still pending when a study is interrupted would resume with those fields unresolved. The generator itself holds
+    ``max_concurrent``: Tune ignores ``TuneConfig.max_concurrent_trials`` with a ``BasicVariantGenerator`` (it says
+    so in the log), and the trials would all start at once."""
     from ray.tune import TuneConfig, Tuner
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -407,12 +409,11 @@ def _build_tuner(
         trainable,
         param_space=configs[0],  # each point overrides keys of the space, so the space must hold every key
         tune_config=TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=configs),
+            search_alg=BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=max_concurrent),
             scheduler=FIFOScheduler(),
             metric=METRIC,
             mode="max",
             num_samples=len(configs),
-            max_concurrent_trials=max_concurrent,
             reuse_actors=REUSE_ACTORS,
         ),
         run_config=run_config(name, storage_path, callbacks),

@@ -447,6 +447,9 @@ def test_a_study_whose_run_folder_is_made_read_only_stops_and_resume_finishes_it
         run_json = (run_dir / "run.json").read_bytes()
         _set_writable(run_dir, False)
         code = study.wait(timeout=300)
+        rows = trial_results(run_dir)
+        # --max-concurrent 1: the second trial reported nothing before the first one ended.
+        assert min(r["timestamp"] for r in rows[slow]) >= rows[finished][-1]["timestamp"], rows
     finally:
         study.kill()
         _set_writable(run_dir, True)
