@@ -1,7 +1,8 @@
 """What every command that runs trials on Ray Tune shares (``search.run``, ``search.study``).
 
 Starting or joining Ray, where a run's files go (a directory, or a storage URI with a local mirror), running
-``Tuner.fit`` so that Ctrl+C or SIGTERM leaves a resumable run, the checks ``--resume`` makes before it unpickles
+``Tuner.fit`` so that Ctrl+C or SIGTERM leaves a resumable run and a storage that stops taking writes ends it with one
+line, the checks ``--resume`` makes before it unpickles
 anything, the failed trials in run.json, the report at the end and the exit code of a run where no trial scored.
 """
 
@@ -23,7 +24,7 @@ from runstore.errors import UserError
 from runstore.layout import load_run_info, write_run_info
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import is_trusted, registry_path, trust_run
-from search.faults import StorageFault
+from search.faults import StorageFault, storage_failure, storage_fault
 from search.storage import is_uri, pull_run_files, pull_trial_files, push_run_files, run_uri
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "run_or_interrupted",
     "run_place",
     "start_ray",
+    "storage_faults_stop",
 ]
 
 log = logging.getLogger("search.run")
@@ -160,6 +162,24 @@ def resumable_until_finished(run_dir: Path, hint: str) -> Iterator[None]:
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
+
+
+@contextlib.contextmanager
+def storage_faults_stop(where: str | Path, command: str, what: str) -> Iterator[None]:
+    """An error inside the block that is a storage fault (disk full, a file size limit, a folder made read-only:
+    :func:`search.faults.storage_failure`) ends the run as :class:`StorageFault`, one line naming ``where`` and how
+    to resume it with ``python -m COMMAND --resume``; the error itself goes to the log. Other errors pass through."""
+    try:
+        yield
+    except (RunInterrupted, UserError, StorageFault):
+        raise
+    except Exception as exc:
+        # Tune stops with whatever error it met first, raised in the driver or quoted from a trial's worker.
+        reason = storage_failure(exc)
+        if reason is None:
+            raise
+        log.error("the %s stopped: the run folder could not be written", what, exc_info=True)
+        raise storage_fault(where, reason, command, what) from exc
 
 
 def record_failed_trials(run_dir: Path, grid: Any) -> None:

@@ -3,8 +3,8 @@
 With a storage URI Tune does not stop by itself when a trial cannot upload its checkpoint: it retries the trial, ends
 it as ERROR and goes on, while its own state (which ``--resume`` reads) can no longer be saved. The guard reads the
 failed trial's error file (kept on the driver) and, on a storage fault met while uploading a checkpoint
-(:func:`search.faults.storage_failure`), stops the search as Ctrl+C does; ``search.run`` then ends with one line
-(:class:`search.faults.StorageFault`).
+(:func:`search.faults.storage_failure`), stops the run as Ctrl+C does; ``search.run`` or ``search.study`` then ends
+with one line (:class:`search.faults.StorageFault`).
 """
 
 from __future__ import annotations

@@ -3,15 +3,17 @@
 Ray Tune writes its files from the driver and from the trial workers, so a storage fault surfaces in many shapes: an
 ``OSError`` in the driver, a trial's ``RayTaskError`` wrapping a worker's failed checkpoint upload, a ``TuneError``
 quoting either, or SQLite's "readonly database" for the Optuna study. :func:`storage_failure` recognises them all;
-``search.run`` then stops with one line naming the run folder and the way back (``--resume``), never a traceback.
+``search.run`` and ``search.study`` then stop with one line naming the run folder and the way back (``--resume``),
+never a traceback (:func:`storage_fault`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
-__all__ = ["STORAGE_ERRNOS", "StorageFault", "storage_failure"]
+__all__ = ["STORAGE_ERRNOS", "StorageFault", "storage_failure", "storage_fault"]
 
 #: Error numbers that mean "this place takes no more writes": full, over quota, file too large, read-only, no right.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -42,3 +44,13 @@ def storage_failure(exc: BaseException) -> str | None:
                 return reason
         current = current.__cause__ or current.__context__
     return None
+
+
+def storage_fault(where: str | Path, reason: str, command: str, what: str) -> StorageFault:
+    """The one line a run stopped by its storage ends with: the folder, the reason, the way back.
+
+    ``command`` resumes the run (``search.run``, ``search.study``); ``what`` names it in the line (search, study)."""
+    return StorageFault(
+        f"the run folder {where} could not be written ({reason}); the {what} stopped and everything finished is "
+        f"kept. Free space or restore write access, then continue it with: python -m {command} --resume {where}"
+    )

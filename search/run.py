@@ -40,10 +40,11 @@ from search.driver import (
     resume_settings,
     run_or_interrupted,
     run_place,
+    storage_faults_stop,
 )
 from search.driver import fit_interrupted as _fit_interrupted
 from search.driver import start_ray as _start_ray
-from search.faults import StorageFault, storage_failure
+from search.faults import storage_fault
 from search.settings import (
     SCHEDULERS,
     SearchSettings,
@@ -228,16 +229,8 @@ def run_search(settings: SearchSettings, resume_dir: Path | None = None, verbose
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         started_ray = _start_ray(s.address)
         try:
-            return _search_on_ray(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
-        except (SearchInterrupted, UserError):
-            raise
-        except Exception as exc:
-            # Disk full, a file size limit, a folder made read-only: Tune stops with whatever error it met first.
-            reason = storage_failure(exc)
-            if reason is None:
-                raise
-            log.error("the search stopped: the run folder could not be written", exc_info=True)
-            raise _storage_fault(uri or run_dir, reason) from exc
+            with storage_faults_stop(uri or run_dir, "search.run", "search"):
+                return _search_on_ray(s, info.task, catalog, run_dir, storage_path, uri, started, resume_dir, console)
         finally:
             if started_ray:  # before the console is restored: Ray's last forwarded log lines belong in the log file
                 import ray
@@ -353,7 +346,7 @@ def _search_on_ray(
             store.close(declared=len(specs))
         reason = fault_guard.stopped_by_storage()
         if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last)
-            raise _storage_fault(uri or run_dir, reason)
+            raise storage_fault(uri or run_dir, reason, "search.run", "search")
         record_failed_trials(run_dir, grid)
         if interrupted:
             # Ctrl+C (or SIGTERM): Tune saved its state and stopped; unfinished trials resume from their checkpoints.
@@ -372,14 +365,6 @@ def _search_on_ray(
         except Exception as exc:  # noqa: BLE001 - the study is a record; its update must not cost the run
             log.warning("could not mark the stopped trials in %s: %s: %s", STUDY_FILE, type(exc).__name__, exc)
         return _finish(run_dir, r.metric, r.mode, report=s.report, uri=uri, out=console.line)
-
-
-def _storage_fault(where: str | Path, reason: str) -> StorageFault:
-    """The one line a search stopped by its storage ends with: the folder, the reason, the way back."""
-    return StorageFault(
-        f"the run folder {where} could not be written ({reason}); the search stopped and everything finished is "
-        f"kept. Free space or restore write access, then continue it with: python -m search.run --resume {where}"
-    )
 
 
 def _pretrained_weights(profile: str, policy: str) -> list[WeightsRecord]:

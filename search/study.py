@@ -4,9 +4,11 @@ A study varies one factor on a grid (:mod:`search.studies`), holds everything el
 scaled to the profile as the search scales it, or ``--base best_config.json``), repeats each level over ``--seeds``
 seeds and trains every trial the same ``--epochs`` under a FIFO scheduler: no trial is stopped early, since stopping
 would confound the answer. Ray Tune runs the grid (level x seed), so a study uses every CPU/GPU and a cluster
-(``--address auto``) as a search does, and ``--resume RUN_DIR`` continues an interrupted one. The run directory has a
-search's layout (:mod:`runstore.layout`): ``run.json`` with ``"kind": "study"`` and the study's definition,
-``trials.csv`` with ``config/<factor>`` and ``config/seed`` columns, ``search.log`` and ``report/``.
+(``--address auto``) as a search does, and ``--resume RUN_DIR`` continues an interrupted one, or one stopped because
+its run folder took no more writes (one ``error:`` line, as a search: :func:`search.driver.storage_faults_stop`).
+The run directory has a search's layout (:mod:`runstore.layout`): ``run.json`` with ``"kind": "study"`` and the
+study's definition, ``trials.csv`` with ``config/<factor>`` and ``config/seed`` columns, ``search.log`` and
+``report/``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from search.driver import (
     resume_settings,
     run_or_interrupted,
     run_place,
+    storage_faults_stop,
 )
 from search.driver import start_ray as _start_ray
+from search.faults import storage_fault
 from search.settings import validate_run_flags
 from search.storage import pull_trial_files, push_run_files
 from search.studies import get_study, parse_levels, parse_lr_rules
@@ -217,7 +221,8 @@ def run_study(settings: StudySettings, resume_dir: Path | None = None, verbose: 
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         started_ray = _start_ray(s.address)
         try:
-            return _study_on_ray(s, doc, task, catalog, place, started, resume_dir, console)
+            with storage_faults_stop(place.uri or place.run_dir, "search.study", "study"):
+                return _study_on_ray(s, doc, task, catalog, place, started, resume_dir, console)
         finally:
             if started_ray:
                 import ray
@@ -239,6 +244,7 @@ def _study_on_ray(
     import ray
     from ray import tune
 
+    from search import fault_guard
     from search.console import ProgressCallback
     from search.studies import study_trial, trial_configs
     from trainables.spec_store import start_spec_store
@@ -316,7 +322,7 @@ def _study_on_ray(
             name,
             place.storage_path,
             max_concurrent,
-            [ProgressCallback(n_trials, METRIC, "max", None)],
+            [ProgressCallback(n_trials, METRIC, "max", None), fault_guard.StorageGuard()],
         )
     line = (
         f"study {study.name}: {n_trials} trials ({len(levels)} levels x {len(seeds)} seeds"
@@ -327,12 +333,16 @@ def _study_on_ray(
     console.line(line)
     if place.uri is not None:
         push_run_files(run_dir, place.uri, ("run.json",))
+    fault_guard.reset()
     hint = f"study interrupted; continue it with: python -m search.study --resume {place.uri or run_dir}"
     with resumable_until_finished(run_dir, hint):
         try:
             interrupted, grid = fit_interrupted(tuner)
         finally:
             store.close()
+        reason = fault_guard.stopped_by_storage()
+        if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last)
+            raise storage_fault(place.uri or run_dir, reason, "search.study", "study")
         record_failed_trials(run_dir, grid)
         if interrupted:
             if place.uri is not None:
@@ -386,7 +396,9 @@ def _build_tuner(
 ) -> Any:
     """A ``Tuner`` that runs each of ``configs`` once, in order: FIFO (nothing stopped early), ``max_concurrent`` at
     once. The grid is listed, not Tune's ``grid_search`` with ``sample_from`` for the fields a level sets: a trial
-    still pending when a study is interrupted would resume with those fields unresolved."""
+    still pending when a study is interrupted would resume with those fields unresolved. The generator itself holds
+    ``max_concurrent``: Tune ignores ``TuneConfig.max_concurrent_trials`` with a ``BasicVariantGenerator`` (it says
+    so in the log), and the trials would all start at once."""
     from ray.tune import TuneConfig, Tuner
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -397,12 +409,11 @@ def _build_tuner(
         trainable,
         param_space=configs[0],  # each point overrides keys of the space, so the space must hold every key
         tune_config=TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=configs),
+            search_alg=BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=max_concurrent),
             scheduler=FIFOScheduler(),
             metric=METRIC,
             mode="max",
             num_samples=len(configs),
-            max_concurrent_trials=max_concurrent,
             reuse_actors=REUSE_ACTORS,
         ),
         run_config=run_config(name, storage_path, callbacks),

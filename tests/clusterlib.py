@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 PY = sys.executable
 DRIVER = TESTS / "search_driver.py"
+#: ``Search(..., command=STUDY)`` runs ``python -m search.study ARGS`` instead of a search.
+STUDY = ["-m", "search.study"]
 
 #: The smallest search that still exercises Tune, Optuna and the data path: no recipes, no report, no time budget.
 SMALL = ["--space", "smoke", "--no-recipes", "--no-report", "--time-budget", "0", "--seed", "0"]
@@ -147,7 +149,8 @@ def driver_env(cache: Path, plan: str = "") -> dict[str, str]:
 class Search:
     """``search_driver.py ARGS`` in a subprocess; output goes to a file (a full pipe would block the driver).
 
-    ``prefix``: a command the driver runs under, e.g. ``setpriv`` dropping capabilities."""
+    ``prefix``: a command the driver runs under, e.g. ``setpriv`` dropping capabilities. ``command``: what Python
+    runs instead of the search driver, e.g. :data:`STUDY`."""
 
     def __init__(
         self,
@@ -156,11 +159,16 @@ class Search:
         cwd: Path,
         log_name: str = "driver.log",
         prefix: list[str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.log = cwd / log_name
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(
-            [*(prefix or []), PY, str(DRIVER), *args], cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT
+            [*(prefix or []), PY, *(command or [str(DRIVER)]), *args],
+            cwd=cwd,
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
         )
 
     def output(self) -> str:

@@ -11,11 +11,12 @@ import os
 import sys
 
 import interrupt_at
-import smoke_space  # noqa: F401 - registers the space
+import smoke_space
 
 from search.run import main
 
 if __name__ == "__main__":
+    smoke_space.register()
     if os.environ.get(interrupt_at.ENV):
         interrupt_at.install()
     sys.exit(main())

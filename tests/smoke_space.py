@@ -10,7 +10,8 @@ by its number, comma-separated; trials past the end of the plan are ``ok``:
 * ``oom``  TinyVGG 30000x wide: its second convolution asks for a 3.2 TB weight tensor, which the allocator cannot
   get (run it only under an address-space limit, see ``clusterlib.address_space_limit``).
 
-Importing this module registers the space; ``tests/search_driver.py`` does that before calling ``search.run``.
+``tests/search_driver.py`` registers the space (:func:`register`) before calling ``search.run``; a study's test takes
+a kind's config as its base (:func:`kind_config`).
 """
 
 from __future__ import annotations
@@ -52,14 +53,22 @@ def plan() -> list[str]:
     return kinds
 
 
+def kind_config(kind: str, lr: float) -> dict[str, Any]:
+    """The config of a trial of ``kind`` at learning rate ``lr`` (``nan`` sets its own); epochs and seed unset."""
+    return {**_BASE, "lr": lr, **_KIND_CONFIG[kind]}
+
+
 def smoke(trial: BaseTrial, profile: Profile, pretrained_available: frozenset[str]) -> dict[str, Any]:
     """The config of trial number ``trial.number``: its kind from the plan, the learning rate sampled."""
     del profile, pretrained_available
     kinds = plan()
     kind = kinds[trial.number] if trial.number < len(kinds) else "ok"
-    lr = trial.suggest_float("lr", 5e-4, 3e-3, log=True)
-    return {**_BASE, "lr": lr, **_KIND_CONFIG[kind]}
+    return kind_config(kind, trial.suggest_float("lr", 5e-4, 3e-3, log=True))
 
 
-if "smoke" not in list_spaces():
-    register_space("smoke", task="pneumonia3class", description="test-only: cheapest trials and failing ones")(smoke)
+def register() -> None:
+    """Register the space as ``smoke`` (once)."""
+    if "smoke" not in list_spaces():
+        register_space("smoke", task="pneumonia3class", description="test-only: cheapest trials and failing ones")(
+            smoke
+        )

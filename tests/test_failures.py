@@ -13,7 +13,7 @@
    disk keeps its old contents; ``--resume`` once there is space finishes the run with no epoch run twice.
 6. The run folder becomes read-only mid-search (``chmod -R a-w``, with root's CAP_DAC_OVERRIDE dropped by ``setpriv``
    so that permissions bite), as ``--storage DIR`` and as ``--storage file:///DIR``: the same, and ``--resume`` after
-   write access is restored.
+   write access is restored. The same for a study (``python -m search.study``), whose line says ``search.study``.
 7. A trial's checkpoint is truncated while the search is interrupted: on ``--resume`` that trial trains again from
    scratch and says so in one line of ``search.log``; the search finishes with exit code 0.
 8. Ctrl+C lands at an epoch boundary, at the two moments where Tune's saved state and the trial's checkpoints can
@@ -22,7 +22,8 @@
 
 Tests 1-4 run against a cluster the test starts (tests/clusterlib.py); 5-8 let the driver start its own Ray, as a
 user's search does, so that a limit put on the driver (dropped capabilities) holds for every Ray process too. The
-trials are the test-only ``smoke`` space's (tests/smoke_space.py): a plan names each trial's kind by number.
+trials are the test-only ``smoke`` space's (tests/smoke_space.py): a plan names each trial's kind by number; the
+study's base config is the smoke space's slow kind.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import pandas as pd
 import pytest
 from clusterlib import (
     SMALL,
+    STUDY,
     Search,
     address_space_limit,
     driver_env,
@@ -51,8 +53,10 @@ from clusterlib import (
     trial_results,
     wait_for,
 )
+from smoke_space import kind_config
 
 from runstore.trials import load_trials, trial_order, write_trials_csv
+from search.export import FORMAT
 from trainables.train import CHECKPOINT_FILE, load_checkpoint_state
 
 pytestmark = pytest.mark.slow
@@ -245,14 +249,15 @@ def own_ray_env(tmp_path: Path) -> Iterator[Callable[[str], dict[str, str]]]:
 
 
 def _one_done_slow_one_running(run_dir: Path) -> Callable[[], tuple[str, str, int] | None]:
-    """A condition for ``wait_for``: the first trial finished and the slow one reported epoch 1 or 2.
+    """A condition for ``wait_for``: the first trial finished and a later slow one reported epoch 1 or 2 (the first
+    may be slow too, as a study's are).
 
     Returns (finished trial folder, slow trial folder, the slow trial's last epoch)."""
 
     def condition() -> tuple[str, str, int] | None:
         results = trial_results(run_dir)
         done = [n for n, rows in results.items() if len(rows) == 3]
-        slow = [(n, rows[-1]["epoch"]) for n, rows in results.items() if _kind(rows, "96x112")]
+        slow = [(n, rows[-1]["epoch"]) for n, rows in results.items() if _kind(rows, "96x112") and n not in done[:1]]
         if done and slow:
             assert slow[0][1] < 3, "the slow trial finished before the fault; make the slow kind slower"
             return done[0], slow[0][0], int(slow[0][1])
@@ -265,26 +270,32 @@ def _folder_digest(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _assert_stopped_by_storage(code: int, output: str, run_dir: Path | str, reason: str) -> None:
+def _assert_stopped_by_storage(
+    code: int, output: str, run_dir: Path | str, reason: str, command: str = "search.run"
+) -> None:
     """Exit 1, no traceback, and one last line: the error naming the run folder, the reason and the way back."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     assert code == 1, output[-5000:]
     assert "Traceback" not in output, output[-5000:]
     assert sum(ln.startswith("error:") for ln in lines) == 1, output[-3000:]
     assert lines[-1].startswith(f"error: the run folder {run_dir} could not be written ({reason})"), lines[-1]
-    assert lines[-1].endswith(f"continue it with: python -m search.run --resume {run_dir}"), lines[-1]
+    assert lines[-1].endswith(f"continue it with: python -m {command} --resume {run_dir}"), lines[-1]
 
 
-def _assert_resumed_whole(run_dir: Path, finished: str, finished_files: dict[str, bytes]) -> None:
-    """Every trial has epochs 1-3 exactly once; the trial finished before the fault is byte for byte as it was."""
+def _assert_resumed_whole(
+    run_dir: Path, finished: str, finished_files: dict[str, bytes], study_db: bool = True
+) -> None:
+    """Every trial has epochs 1-3 exactly once; the trial finished before the fault is byte for byte as it was; a
+    search's Optuna study (``study_db``) has both trials finished."""
     for name, rows in trial_results(run_dir).items():
         assert _epochs(rows) == [1, 2, 3], (name, _epochs(rows))
     assert _folder_digest(run_dir / finished) == finished_files, f"{finished} was finished before and changed"
     trials = load_trials(run_dir)
     assert trials["trial_id"].nunique() == 2 and set(trials["status"]) == {"COMPLETED"}
     assert not trials.duplicated(["trial_id", "epoch"]).any()
-    study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
-    assert len([t for t in study.trials if t.state.is_finished()]) == 2
+    if study_db:
+        study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}")
+        assert len([t for t in study.trials if t.state.is_finished()]) == 2
 
 
 @pytest.fixture()
@@ -362,19 +373,24 @@ def _set_writable(root: Path, writable: bool) -> None:
         p.chmod(mode | 0o200 if writable else mode & ~0o222)
 
 
+def _without_dac_override() -> list[str]:
+    """The command prefix under which permissions bite, root included (``setpriv`` drops CAP_DAC_OVERRIDE)."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE, without which root writes anywhere")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"] if os.geteuid() == 0 else []
+
+
 @pytest.mark.parametrize("uri", [False, True], ids=["directory", "file-uri"])
 def test_a_run_folder_made_read_only_mid_search_stops_it_and_resume_finishes_it(
     uri: bool, data: Path, tmp_path: Path, own_ray_env
 ) -> None:
     """``--storage DIR`` and ``--storage file:///DIR`` (Tune writes there; the driver keeps a mirror in ./runs)."""
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE, without which root writes anywhere")
+    drop = _without_dac_override()
     storage = tmp_path / ("shared" if uri else "runs")
     run_dir = storage / "readonly"
     where = f"file://{run_dir}" if uri else str(run_dir)
     env = own_ray_env(FAULT_PLAN)
-    caps = "-dac_override,-dac_read_search"
-    drop = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"] if os.geteuid() == 0 else []
     args = _fault_search(data, f"file://{storage}" if uri else storage, "readonly")
     search = Search(args, env, cwd=tmp_path, prefix=drop)
     try:
@@ -399,6 +415,57 @@ def test_a_run_folder_made_read_only_mid_search_stops_it_and_resume_finishes_it(
         resumed.kill()
     assert code == 0, resumed.output()[-5000:]
     _assert_resumed_whole(run_dir, finished, finished_files)
+
+
+def _slow_study(tmp_path: Path, data: Path, storage: Path | str, name: str) -> list[str]:
+    """``search.study`` flags of a study of two trials in a row (augmentation none, then seed; one seed; 3 epochs),
+    both on the smoke space's slow kind as the base: the first finishes, the fault hits the second mid-run."""
+    base = tmp_path / "slow_base.json"
+    base.write_text(json.dumps({"format": FORMAT, "task": "pneumonia3class", "config": kind_config("slow", 1e-3)}))
+    args = ["augmentation", "--base", str(base), "--levels", "none,seed", "--seeds", "1", "--epochs", "3"]
+    args += ["--max-concurrent", "1", "--no-report", "--data", str(data)]
+    return args + ["--storage", str(storage), "--name", name]
+
+
+@pytest.mark.parametrize("uri", [False, True], ids=["directory", "file-uri"])
+def test_a_study_whose_run_folder_is_made_read_only_stops_and_resume_finishes_it(
+    uri: bool, data: Path, tmp_path: Path, own_ray_env
+) -> None:
+    """As the search above, for ``python -m search.study``: one line that says to resume it with search.study."""
+    drop = _without_dac_override()
+    storage = tmp_path / ("shared" if uri else "runs")
+    run_dir = storage / "study"
+    where = f"file://{run_dir}" if uri else str(run_dir)
+    env = own_ray_env("")
+    args = _slow_study(tmp_path, data, f"file://{storage}" if uri else storage, "study")
+    study = Search(args, env, cwd=tmp_path, prefix=drop, command=STUDY)
+    try:
+        finished, slow, _ = wait_for(
+            _one_done_slow_one_running(run_dir), "a finished and a running trial", search=study
+        )
+        finished_files = _folder_digest(run_dir / finished)
+        run_json = (run_dir / "run.json").read_bytes()
+        _set_writable(run_dir, False)
+        code = study.wait(timeout=300)
+        rows = trial_results(run_dir)
+        # --max-concurrent 1: the second trial reported nothing before the first one ended.
+        assert min(r["timestamp"] for r in rows[slow]) >= rows[finished][-1]["timestamp"], rows
+    finally:
+        study.kill()
+        _set_writable(run_dir, True)
+    _assert_stopped_by_storage(code, study.output(), where, "Permission denied", "search.study")
+    assert _folder_digest(run_dir / finished) == finished_files
+    assert (run_dir / "run.json").read_bytes() == run_json
+    assert _epochs(trial_results(run_dir)[slow])[-1] < 3, "the fault stopped the second trial before its end"
+
+    resumed = Search(["--resume", where], env, cwd=tmp_path, log_name="resume.log", prefix=drop, command=STUDY)
+    try:
+        code = resumed.wait(timeout=600)
+    finally:
+        resumed.kill()
+    assert code == 0, resumed.output()[-5000:]
+    _assert_resumed_whole(run_dir, finished, finished_files, study_db=False)
+    assert json.loads((run_dir / "run.json").read_text())["finished"] is True
 
 
 def test_a_truncated_checkpoint_found_on_resume_restarts_that_trial_from_scratch(
