@@ -27,10 +27,12 @@ def two_node_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     store = base / "store"
     with local_cluster(base) as cluster:
         second = cluster.add_node("second", num_cpus=1)
-        args = [*SMALL, "--data", str(data), "--num-samples", "2", "--max-epochs", "2", "--scheduler", "fifo"]
+        args = [*SMALL, "--data", str(data), "--num-samples", "2", "--max-epochs", "4", "--scheduler", "fifo"]
         args += ["--max-concurrent", "2", "--storage", f"file://{store}", "--name", "multi"]
         args += ["--address", cluster.address]
-        code, output = run_search(args, driver_env(base / "cache-driver"), cwd=base)
+        # Slow trials (several seconds an epoch): a trial that finished before the other's worker started on the
+        # second node would hand it its own worker (Tune reuses trial workers), and both would run on the head.
+        code, output = run_search(args, driver_env(base / "cache-driver", plan="slow,slow"), cwd=base)
         nodes = {"head": cluster.head.node_id, "second": second.node_id}
     assert code == 0, output[-5000:]
     # The console shows a status line; the driver's log and the workers' forwarded logs are in the run's search.log.
@@ -40,7 +42,7 @@ def two_node_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_trials_run_on_both_nodes(two_node_run: dict) -> None:
     results = trial_results(two_node_run["store"])
-    assert len(results) == 2 and all(len(rows) == 2 for rows in results.values()), results
+    assert len(results) == 2 and all(len(rows) == 4 for rows in results.values()), results
     ran_on = {row["node_id"] for rows in results.values() for row in rows}
     assert ran_on == set(two_node_run["nodes"].values())
     # Tune's own fields agree: two worker processes, one per node.
