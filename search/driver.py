@@ -124,14 +124,27 @@ def _sigint_sentinel(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def fit_interrupted(tuner: Any) -> tuple[bool, Any]:
-    """Run ``tuner.fit()``; return (True if Ctrl+C or SIGTERM stopped it, the ``ResultGrid``).
+def fit_interrupted(tuner: Any, where: str | Path, command: str, what: str) -> tuple[bool, Any]:
+    """Run ``tuner.fit()``; return (True if Ctrl+C or SIGTERM stopped it, the ``ResultGrid``). If the Tuner's
+    :class:`search.fault_guard.StorageGuard` stopped it instead, raise the one-line :class:`StorageFault` for
+    ``where`` (:func:`search.faults.storage_fault`): the run is not finished and waits for storage that takes writes.
 
     Tune catches SIGINT itself, saves the experiment and returns normally, marking the trials it stopped as
     terminated. Its handler puts back the handler it found, and only when it fires; so a sentinel installed
     before ``fit`` and found again after it means the run was interrupted. (Inside ``fit``, the Tune callback
     :class:`search.interrupt_guard.EpochSafeInterrupt` passes the signal on to Tune's handler only between epochs.)
     """
+    from search import fault_guard
+
+    fault_guard.reset()
+    interrupted, grid = _fit(tuner)
+    reason = fault_guard.stopped_by_storage()
+    if reason is not None:
+        raise storage_fault(where, reason, command, what)
+    return interrupted, grid
+
+
+def _fit(tuner: Any) -> tuple[bool, Any]:
     if not _in_main_thread():
         return False, tuner.fit()
     signal.signal(signal.SIGINT, _sigint_sentinel)

@@ -44,7 +44,6 @@ from search.driver import (
 )
 from search.driver import fit_interrupted as _fit_interrupted
 from search.driver import start_ray as _start_ray
-from search.faults import storage_fault
 from search.settings import (
     SCHEDULERS,
     SearchSettings,
@@ -337,16 +336,12 @@ def _search_on_ray(
     console.line(r.describe())
     if uri is not None:
         push_run_files(run_dir, uri, ("run.json", "study.db"))
-    fault_guard.reset()
     hint = f"search interrupted; continue it with: python -m search.run --resume {uri or run_dir}"
     with resumable_until_finished(run_dir, hint):
         try:
-            interrupted, grid = _fit_interrupted(tuner)
+            interrupted, grid = _fit_interrupted(tuner, uri or run_dir, "search.run", "search")
         finally:
             store.close(declared=len(specs))
-        reason = fault_guard.stopped_by_storage()
-        if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last)
-            raise storage_fault(uri or run_dir, reason, "search.run", "search")
         record_failed_trials(run_dir, grid)
         if interrupted:
             # Ctrl+C (or SIGTERM): Tune saved its state and stopped; unfinished trials resume from their checkpoints.

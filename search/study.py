@@ -46,7 +46,6 @@ from search.driver import (
     storage_faults_stop,
 )
 from search.driver import start_ray as _start_ray
-from search.faults import storage_fault
 from search.settings import validate_run_flags
 from search.storage import pull_trial_files, push_run_files
 from search.studies import get_study, parse_levels, parse_lr_rules
@@ -333,16 +332,12 @@ def _study_on_ray(
     console.line(line)
     if place.uri is not None:
         push_run_files(run_dir, place.uri, ("run.json",))
-    fault_guard.reset()
     hint = f"study interrupted; continue it with: python -m search.study --resume {place.uri or run_dir}"
     with resumable_until_finished(run_dir, hint):
         try:
-            interrupted, grid = fit_interrupted(tuner)
+            interrupted, grid = fit_interrupted(tuner, place.uri or run_dir, "search.study", "study")
         finally:
             store.close()
-        reason = fault_guard.stopped_by_storage()
-        if reason is not None:  # not finished: it waits for storage that takes writes again (Tune's state is the last)
-            raise storage_fault(place.uri or run_dir, reason, "search.study", "study")
         record_failed_trials(run_dir, grid)
         if interrupted:
             if place.uri is not None:
