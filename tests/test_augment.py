@@ -5,9 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from reports.rundata import augment_ops_on as augment_ops_on_in_report
-from trainables.augment import TA_TABLE, AugmentConfig, BatchAugment
+from trainables.augment import TA_OPS, TA_TABLE, AugmentConfig, BatchAugment, _affine_grid
 from trainables.augment_config import AUGMENT_OPS, augment_ops_on
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
@@ -71,7 +73,7 @@ def test_cpu_augmentation_runs_on_one_thread_and_gives_the_batches_of_any_thread
     """One intra-op thread while augmenting (a busy 2-core machine stalls every multi-threaded small op), the
     caller's thread count back afterwards for the model step, and bitwise the batches a 2-thread run gives."""
     cfg = AugmentConfig(hflip=0.5, rotate=10, brightness=0.2, contrast=0.2, trivial_augment=True, crop_scale=0.7)
-    rgb = xrays.expand(-1, 3, -1, -1).contiguous()
+    rgb = torch.cat([xrays, xrays.flip(-1), xrays.flip(-2)], dim=1)  # three different channels
     threads_seen: list[int] = []
 
     class Spy(BatchAugment):
@@ -90,6 +92,31 @@ def test_cpu_augmentation_runs_on_one_thread_and_gives_the_batches_of_any_thread
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(ours, two_threads))
+
+
+def test_grey_images_decoded_as_rgb_are_augmented_as_one_channel_with_the_same_result(xrays: torch.Tensor) -> None:
+    """An X-ray decoded as RGB has three equal channels: augmenting one and widening it gives the 3-channel result
+    (to float rounding) for a third of the work; a batch with any colour in it takes the full path."""
+    cfg = AugmentConfig(hflip=0.5, rotate=10, brightness=0.2, contrast=0.2, trivial_augment=True, crop_scale=0.7)
+    channels_seen: list[int] = []
+
+    class Spy(BatchAugment):
+        def augment(self, x: torch.Tensor) -> torch.Tensor:
+            channels_seen.append(x.shape[1])
+            return super().augment(x)
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    grey_rgb = xrays.expand(-1, 3, -1, -1).contiguous()
+    spy, full = Spy(cfg, mean, std, seed=5), BatchAugment(cfg, mean, std, seed=5)
+    for _ in range(3):
+        out = spy(grey_rgb)
+        assert out.shape == grey_rgb.shape and out.dtype == torch.float32
+        assert torch.allclose(out, full.normalise(full.augment(grey_rgb)), atol=1e-5)
+    assert channels_seen == [1, 1, 1]
+    tinted = grey_rgb.clone()
+    tinted[0, 2, 0, 0] ^= 1  # one pixel of one image differs in one channel
+    spy(tinted)
+    assert channels_seen[-1] == 3
 
 
 def test_evaluation_only_normalises(xrays: torch.Tensor) -> None:
@@ -144,3 +171,16 @@ def test_trial_config_carries_every_augmentation_field_and_the_on_rule() -> None
     read_back = {"hflip": "0.5", "trivial_augment": "True", "crop_scale": float("nan"), "rotate": None}
     assert augment_ops_on(read_back) == ["hflip", "trivial_augment"]
     assert AUGMENT_OPS["crop_scale"] == "crop_scale < 1" and AUGMENT_OPS["hflip"] == "hflip > 0"
+
+
+def test_sharpness_and_the_warp_grid_match_torchvision(xrays: torch.Tensor) -> None:
+    """The hand-written fast paths give what torchvision's own functions give on the same images."""
+    x = xrays[:8].float() / 255
+    prep = BatchAugment(AugmentConfig(trivial_augment=True), (0.0,), (1.0,))
+    mag = torch.linspace(-1, 1, 8)
+    ours = prep._trivial_photometric(x.clone(), torch.full((8,), TA_OPS.index("sharpness")), mag)
+    theirs = torch.stack([TF.adjust_sharpness(img, 1 + float(m) * 0.99) for img, m in zip(x, mag)])
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    theta = torch.randn(8, 3, 3)[:, :2, :]  # not contiguous, as _warp passes it
+    reference = F.affine_grid(theta, [8, 1, 64, 80], align_corners=False)
+    assert torch.allclose(_affine_grid(theta, 64, 80), reference, atol=1e-5)
