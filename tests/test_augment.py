@@ -184,3 +184,19 @@ def test_sharpness_and_the_warp_grid_match_torchvision(xrays: torch.Tensor) -> N
     theta = torch.randn(8, 3, 3)[:, :2, :]  # not contiguous, as _warp passes it
     reference = F.affine_grid(theta, [8, 1, 64, 80], align_corners=False)
     assert torch.allclose(_affine_grid(theta, 64, 80), reference, atol=1e-5)
+
+
+def test_batches_come_in_the_requested_memory_format_with_the_same_values(xrays: torch.Tensor) -> None:
+    """The trainer asks for channels-last batches (its model's layout): written so once, equal to the NCHW ones."""
+    cfg = AugmentConfig(hflip=0.5, trivial_augment=True)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    rgb = torch.cat([xrays, xrays.flip(-1), xrays.flip(-2)], dim=1)
+    for batch in (rgb, xrays.expand(-1, 3, -1, -1).contiguous()):
+        for train in (True, False):
+            nchw = BatchAugment(cfg, mean, std, seed=2)(batch, train=train)
+            last = BatchAugment(cfg, mean, std, seed=2, memory_format=torch.channels_last)(batch, train=train)
+            assert last.is_contiguous(memory_format=torch.channels_last) and nchw.is_contiguous()
+            assert torch.allclose(nchw, last, atol=1e-6)
+            reference = (batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+            if not train:
+                assert torch.allclose(last, reference, atol=1e-5)

@@ -137,6 +137,7 @@ class BatchAugment:
 
     ``mean`` and ``std`` are per-channel statistics in [0, 1] units. ``seed`` makes the augmentation repeatable.
     ``intensity`` (``trainables.intensity``) standardises each image first, in training and evaluation alike.
+    ``memory_format`` is the layout of the batches it returns: the model's, so the batch is written once, in place.
     """
 
     def __init__(
@@ -147,6 +148,7 @@ class BatchAugment:
         device: torch.device | str = "cpu",
         seed: int = 0,
         intensity: str = "none",
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         standardise(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), intensity)  # validates the name
         self.config = config
@@ -154,6 +156,10 @@ class BatchAugment:
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.memory_format = memory_format
+        # (x - mean) / std as one multiply-add: x * scale + shift (for uint8 input scale includes the / 255).
+        self._scale, self._shift = 1.0 / self.std, -self.mean / self.std
+        self._scale_u8 = self._scale / 255.0
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -163,11 +169,19 @@ class BatchAugment:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["generator"])
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 or [0, 1] float -> (x - mean) / std, float32."""
-        if x.dtype == torch.uint8:
-            return x.float().div_(255.0).sub_(self.mean).div_(self.std)
-        return (x - self.mean) / self.std
+    def normalise(self, x: torch.Tensor, owned: bool = False) -> torch.Tensor:
+        """uint8 or [0, 1] float -> (x - mean) / std, float32, in ``memory_format``; a one-channel ``x`` with
+        three-channel statistics is widened to three channels. ``owned``: ``x`` is a float batch nobody else holds,
+        so it may be overwritten."""
+        scale = self._scale_u8 if x.dtype == torch.uint8 else self._scale
+        n, c, h, w = x.shape
+        channels = max(c, self.mean.shape[1])
+        if c == channels and x.is_contiguous(memory_format=self.memory_format):
+            y = x.float() if x.dtype == torch.uint8 else (x if owned else x.clone())
+            return y.mul_(scale).add_(self._shift)
+        # Widening or changing the layout: one pass that writes the result where it belongs.
+        out = torch.empty((n, channels, h, w), device=x.device, dtype=torch.float32, memory_format=self.memory_format)
+        return torch.addcmul(self._shift, x.float(), scale, out=out)
 
     def __call__(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -177,8 +191,8 @@ class BatchAugment:
             if not train or not self.config.active:
                 return self.normalise(x)
             if _grey_copies(x) and self.mean.shape[1] == 3:
-                return (self.augment(x[:, :1]) - self.mean).div_(self.std)  # widened to 3 channels here
-            return self.augment(x).sub_(self.mean).div_(self.std)  # in place: the augmented batch is a new tensor
+                return self.normalise(self.augment(x[:, :1]), owned=True)  # widened back to 3 channels here
+            return self.normalise(self.augment(x), owned=True)
 
     # -- the augmentation proper, in [0, 1] float ------------------------------------------------------------------
     def augment(self, x: torch.Tensor) -> torch.Tensor:
