@@ -1,8 +1,11 @@
-"""Does the search beat its own seed recipes in its budget? Four arms side by side at the same wall budget and seeds.
+"""Does the search beat its own seed recipes in its budget? Five arms side by side at the same wall budget and seeds.
 
 Arms (issue 14):
 
-- ``today``: today's defaults, ``--scheduler asha`` (Ray's ASHA on val_auroc rungs, TPE, recipes queued first);
+- ``today``: the defaults of the issue's day, ``--scheduler asha`` (Ray's ASHA on val_auroc rungs, TPE only,
+  ``--local-share 0``, recipes queued first);
+- ``local``: ASHA with half the proposals after the startup trials moved around the best trial so far
+  (``--local-share 0.5``, ``search.samplers``);
 - ``fair``: the new scheduler, ``--scheduler fair`` (``search.schedulers``: fair rungs, progressive top rung);
 - ``random_asha``: random search + ASHA (every trial a seeded random start-up trial);
 - ``recipes``: the seed recipes alone, each trained to the end (FIFO): the score a proposal must beat.
@@ -17,8 +20,8 @@ when it was not run, the first other arm that searches)::
 K of N seeds where a proposal beat the recipes arm's best; X and Y the means over the seeds.
 
     python benchmarks/search_quality.py --replay RUN_DIR [RUN_DIR ...]   # seconds: recorded curves, simulated time
-    python benchmarks/search_quality.py --quick                          # real searches, 4 arms x 1 seed x 120 s
-    python benchmarks/search_quality.py --out DIR                        # real: 4 arms x 3 seeds x 450 s (> 1.5 h)
+    python benchmarks/search_quality.py --quick                          # real searches, 5 arms x 1 seed x 120 s
+    python benchmarks/search_quality.py --out DIR                        # real: 5 arms x 3 seeds x 450 s (~2 h)
     python benchmarks/search_quality.py --summarise DIR                  # the figures of the runs kept in DIR
 
 With ``--out DIR`` a benchmark stopped half-way starts again where it was: finished runs are kept and re-read.
@@ -29,9 +32,9 @@ With ``--out DIR`` a benchmark stopped half-way starts again where it was: finis
 start or resume costing ``--start-s`` seconds (process start, checkpoint restore). A replay cannot propose: every arm
 draws from the recorded configurations, recipes first, proposals in the recorded order for seed 0 and a seeded
 shuffle for the others (``random_asha`` in an independent shuffle), so it compares the *schedulers*, not TPE against
-random search. A trial a scheduler would train past the end of its recorded curve ends there; the count is printed
-(``censored``): runs made with early stopping record short curves, and a FIFO run (``search.run --scheduler fifo``)
-gives the most faithful replay.
+random search; the ``local`` arm, whose point is what it proposes, is skipped. A trial a scheduler would train past
+the end of its recorded curve ends there; the count is printed (``censored``): runs made with early stopping record
+short curves, and a FIFO run (``search.run --scheduler fifo``) gives the most faithful replay.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from runstore.trials import load_trials
 from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs
 from search.settings import RUNG_SHARE
 
-ARMS = ("today", "fair", "random_asha", "recipes")
+ARMS = ("today", "local", "fair", "random_asha", "recipes")
 SCORE = "val_balanced_acc"  # what the search selects on (its default --metric)
 TIMING = "benchmark-timing.json"  # in each real run: when search.run started and how long it took
 
@@ -266,6 +269,8 @@ def replay_arms(args: argparse.Namespace) -> dict[str, list[ArmResult]]:
             "recipes": ("fifo", recipes),
         }
         for arm in args.arms:
+            if arm not in plan:  # "local" proposes configurations; a replay can only reorder recorded ones
+                continue
             policy, order = plan[arm]
             results[arm].append(
                 simulate(
@@ -312,6 +317,7 @@ def real_arm(arm: str, seed: int, args: argparse.Namespace, storage: Path) -> Ar
         flags += ["--rung-seconds", str(args.rung_seconds)]
     if arm == "random_asha":
         flags += ["--startup-trials", str(args.num_samples)]
+    flags += ["--local-share", "0.5" if arm == "local" else "0"]
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "search.run", *flags], capture_output=True, text=True)
     wall = time.time() - t0

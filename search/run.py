@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         "--startup-trials", type=int, help="random trials before TPE takes over (default: recipes + 2, >= 5)"
     )
     p.add_argument(
+        "--local-share",
+        type=float,
+        help="share of the proposals after the startup trials that are the best trial so far with one to three "
+        "choices moved to a neighbouring value (local search, as SMAC and PBT's explore do); the rest are TPE's "
+        "(default 0.5; 0 = TPE only)",
+    )
+    p.add_argument(
         "--weights",
         default="auto",
         help="ImageNet weights of the pretrained backbones: auto (the torch hub cache, else download once before the "

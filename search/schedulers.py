@@ -180,9 +180,7 @@ class FairRungs:
         instead of exploring until the budget cuts everything. Once sent, the next leader is considered at the next
         free worker.
         """
-        waiting = [
-            t for t, rung in self.paused.items() if rung >= self.top and t not in self.rejected | self.finishing
-        ]
+        waiting = [t for t, rung in self.paused.items() if rung >= self.top and t not in self.rejected | self.finishing]
         if not waiting:
             return None
         leader = max(waiting, key=lambda t: (self.paused[t], self.results[self.paused[t]].get(t, -math.inf)))

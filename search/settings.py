@@ -73,6 +73,7 @@ class SearchSettings:
     startup_trials: int | None = None
     rung_metric: str | None = None
     rung_seconds: float | None = None  # fair rungs in seconds of training (None: the profile's default; 0: epochs)
+    local_share: float | None = None  # share of proposals that move around the best trial (None: LOCAL_SHARE)
     weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
@@ -93,6 +94,8 @@ def validate(s: SearchSettings) -> None:
     ):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    if s.local_share is not None and not (math.isfinite(s.local_share) and 0 <= s.local_share <= 1):
+        raise UserError(f"--local-share must be a number from 0 to 1 (a share of the proposals), got {s.local_share}")
     if s.rung_seconds is not None and not (math.isfinite(s.rung_seconds) and s.rung_seconds >= 0):
         raise UserError(
             f"--rung-seconds must be a finite number of seconds >= 0 (0 = rungs in epochs), got {s.rung_seconds}"
@@ -230,6 +233,14 @@ class ResolvedSearch:
         if self.profile != "cpu" or not self.time_budget_s:
             return None
         return self.time_budget_s * self.max_concurrent * RUNG_SHARE
+
+    @property
+    def local_share(self) -> float:
+        """Share of the proposals after the startup trials that move one to three choices away from the best trial
+        so far (``search.samplers``): ``--local-share``, else ``LOCAL_SHARE``."""
+        from search.samplers import LOCAL_SHARE
+
+        return LOCAL_SHARE if self.settings.local_share is None else self.settings.local_share
 
     def startup_trials(self, n_recipes: int) -> int:
         """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""

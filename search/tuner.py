@@ -68,19 +68,23 @@ def searcher_concurrency(r: ResolvedSearch) -> int:
 
 
 def make_searcher(r: ResolvedSearch, space: Any, recipes: list[dict[str, Any]], run_dir: Path) -> Any:
-    """Optuna's seeded TPE over the define-by-run ``space``, the recipes queued first, the study in ``run_dir``;
+    """Optuna's seeded TPE over the define-by-run ``space`` with a share of local moves around the best trial
+    (``search.samplers``), the recipes queued first, the study in ``run_dir``;
     early-stopped trials are PRUNED and finished ones valued at their best epoch, and on the ``cpu`` profile proposals
     dearer than a fair share of the budget per epoch are skipped (``search.searcher``)."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
+    from search.samplers import LocalSearchSampler
     from search.searcher import RankedOptunaSearch
 
+    startup = r.startup_trials(len(recipes))
+    tpe = optuna.samplers.TPESampler(seed=r.seed, n_startup_trials=startup)
     searcher = RankedOptunaSearch(
         space=space,
         metric=r.metric,
         mode=r.mode,
-        sampler=optuna.samplers.TPESampler(seed=r.seed, n_startup_trials=r.startup_trials(len(recipes))),
+        sampler=LocalSearchSampler(tpe, share=r.local_share, n_startup_trials=startup, seed=r.seed),
         study_name=r.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / STUDY_FILE}"),
         points_to_evaluate=list(recipes) or None,

@@ -107,7 +107,9 @@ def test_the_searcher_is_seeded_tpe_with_the_study_in_the_run_directory(tmp_path
     limiter = make_searcher(r, get_space("pneumonia3class", "cpu"), [], tmp_path)
     assert limiter.max_concurrent == r.max_concurrent
     sampler = limiter.searcher._sampler
-    assert sampler._n_startup_trials == r.startup_trials(0) and r.startup_trials(0) == flags.get("startup_trials", 5)
+    assert sampler._n_startup == r.startup_trials(0) and sampler._share == r.local_share
+    tpe = sampler._base
+    assert tpe._n_startup_trials == r.startup_trials(0) and r.startup_trials(0) == flags.get("startup_trials", 5)
 
 
 def test_optuna_is_told_pruned_for_early_stops_and_the_best_epoch_for_finished_trials(tmp_path: Path) -> None:
