@@ -48,7 +48,8 @@ Noise: the machine is shared, so the arms are interleaved one epoch at a time, i
 order rotating each round), after warm-ups (a 3-batch trial for ours, 2 batches for compute, the worker probe for
 the seed). Each arm's line is the median over its epochs; the two ratios on the last line are medians of the
 per-round ratios (a round's arms run within a minute or two of each other, so a load change between rounds mostly
-cancels; one inside a round does not). The ``machine`` line prints the load average and ``OMP_WAIT_POLICY``, the
+cancels; one inside a round does not). Single rounds swing by 30% either way on the shared development machine, so
+the default is 9 rounds (about three minutes). The ``machine`` line prints the load average and ``OMP_WAIT_POLICY``, the
 ``end`` line the load at the end: compare runs only at similar load.
 
 The command (a few minutes on the shared 2-core development CPU; run it under ``flock /work/cpu.lock`` there)::
@@ -106,7 +107,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 grey or 3 RGB in every arm (default 3)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=3, help="measured epochs per arm, one per round (default 3)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=9,
+        help="measured epochs per arm, one per round (default 9: single rounds swing +-30%% on a shared machine)",
+    )
     p.add_argument("--probe-batches", type=int, default=12, help="batches per DataLoader worker-count probe")
     p.add_argument("--max-images", type=int, default=0, help="train on a random subset of this many images (0: all)")
     p.add_argument(
