@@ -4,10 +4,11 @@ A short CPU search proposes some twenty configurations in a space of about twent
 space from so few trials, so its proposals are close to random ones, and a random point of a wide space rarely beats a
 hand-tuned recipe. Model-based searchers that work on small budgets interleave their model's proposals with a local
 search around the incumbent (SMAC's local search; the "explore" step of Population Based Training, which perturbs a
-good config). This sampler does that for any base sampler: after the startup trials, each new trial is, with
-probability ``share``, a copy of the best trial so far (a recipe or a proposal) with one to three of its choices moved
-to a neighbouring value; every other trial is the base sampler's. Parameters the incumbent does not have (a branch
-the move opened, e.g. SGD's momentum) come from the base sampler.
+good config). This sampler does that for any base sampler: after the startup trials, ``share`` of the new trials
+(interleaved evenly, the first one included: every other one at 0.5, as SMAC alternates) are a copy of the best trial
+so far (a recipe or a proposal) with one to three of its choices moved to a neighbouring value; the others are the base
+sampler's. Even interleaving, not a coin per trial, because a short search makes only a handful of proposals.
+Parameters the incumbent does not have (a branch the move opened, e.g. SGD's momentum) come from the base sampler.
 
 "Best so far" is the trial with the best intermediate value reported at any epoch, running trials included: it is the
 model a user would pick at that moment. Each local trial carries user attributes ``proposal="local"``,
@@ -91,6 +92,7 @@ class LocalSearchSampler(BaseSampler):
         self._n_startup = n_startup_trials
         self._rng = np.random.RandomState(seed)
         self._plans: dict[int, tuple[FrozenTrial, frozenset[str]]] = {}
+        self._proposals = 0  # trials after the startup ones, recipes excluded
 
     def reseed_rng(self) -> None:
         self._base.reseed_rng()
@@ -100,7 +102,8 @@ class LocalSearchSampler(BaseSampler):
         self._base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs or trial.number < self._n_startup:
             return
-        if self._rng.rand() >= self._share:
+        k, self._proposals = self._proposals, self._proposals + 1
+        if math.ceil((k + 1) * self._share) <= math.ceil(k * self._share):  # the share, spread evenly from the first
             return
         best = incumbent(study)
         movable = sorted(n for n, d in best.distributions.items() if _has_choice(d)) if best else []

@@ -101,6 +101,20 @@ def test_neighbours_step_to_the_next_ordered_choice_or_another_choice_and_stay_i
     assert all(isinstance(m, int) and 1 <= m <= 10 for m in (neighbour(5, epochs, rng) for _ in range(50)))
 
 
+@pytest.mark.parametrize(
+    ("share", "pattern"), [(0.5, "LBLBLBLB"), (0.25, "LBBBLBBB"), (1.0, "LLLLLLLL"), (0.0, "BBBBBBBB")]
+)
+def test_the_share_of_local_trials_is_interleaved_evenly_from_the_first_proposal(share: float, pattern: str) -> None:
+    """A short search makes a handful of proposals: the share holds in every window, not only on average."""
+    study = _study(share=share, startup=2)
+    for v in (0.5, 0.6):
+        _report(study, [v])
+    for _ in pattern:
+        _report(study, [0.4])
+    seen = "".join("L" if t.user_attrs.get("proposal") == "local" else "B" for t in study.trials[2:])
+    assert seen == pattern
+
+
 @pytest.mark.parametrize("share", [-0.1, 1.1, math.nan])
 def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
     with pytest.raises(ValueError, match="share"):
