@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="share of the proposals after the startup trials that are the best trial so far with one to three "
         "choices moved to a neighbouring value (local search, as SMAC and PBT's explore do); the rest are TPE's "
-        "(default 0.5; 0 = TPE only)",
+        "(default 0 = TPE only; 0.5 = every other proposal)",
     )
     p.add_argument(
         "--weights",

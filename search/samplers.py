@@ -27,10 +27,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["LOCAL_SHARE", "LocalSearchSampler", "incumbent", "neighbour"]
+__all__ = ["LocalSearchSampler", "incumbent", "neighbour"]
 
-#: Share of the proposals after the startup trials that are moves around the best trial (the rest: the base sampler).
-LOCAL_SHARE = 0.5
 #: A log-scale float moves by a normal step of this fraction of its log range (lr over 1e-5..1e-1: a factor ~2.5).
 FLOAT_STEP = 0.1
 _MOVES = (1, 2, 3)  # how many choices a local trial changes, drawn uniformly
@@ -82,9 +80,7 @@ class LocalSearchSampler(BaseSampler):
     """``base`` for the first ``n_startup_trials`` and for ``1 - share`` of the rest; the others are moves of one to
     three choices away from the :func:`incumbent`. Enqueued trials (the recipes) are never touched."""
 
-    def __init__(
-        self, base: BaseSampler, share: float = LOCAL_SHARE, n_startup_trials: int = 0, seed: int | None = None
-    ):
+    def __init__(self, base: BaseSampler, share: float, n_startup_trials: int = 0, seed: int | None = None):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"share must be in [0, 1], got {share}")
         self._base = base

@@ -14,6 +14,7 @@ from runstore.errors import UserError
 from runstore.metrics import DEFAULT_METRIC, METRICS, metric_mode
 
 __all__ = [
+    "DEFAULT_LOCAL_SHARE",
     "DEFAULT_METRIC",
     "METRICS",
     "PROFILE_DEFAULTS",
@@ -34,6 +35,10 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {"num_samples": 20, "max_epochs": 12, "grace_period": 1, "reduction_factor": 4, "time_budget_s": 450.0},
     "gpu": {"num_samples": 100, "max_epochs": 30, "grace_period": 2, "reduction_factor": 4, "time_budget_s": None},
 }
+
+#: ``--local-share`` default: off. Measured on the default CPU search (README, "Local moves around the best trial"), the
+#: best trial there is a recipe that costs 30 s an epoch, so its moves cost as much and crowd out the proposals.
+DEFAULT_LOCAL_SHARE = 0.0
 
 #: ``--scheduler`` choices: ASHA (Ray's), fair rungs with a progressive top rung (``search.schedulers``), none (FIFO).
 SCHEDULERS = ("asha", "fair", "fifo")
@@ -73,7 +78,7 @@ class SearchSettings:
     startup_trials: int | None = None
     rung_metric: str | None = None
     rung_seconds: float | None = None  # fair rungs in seconds of training (None: the profile's default; 0: epochs)
-    local_share: float | None = None  # share of proposals that move around the best trial (None: LOCAL_SHARE)
+    local_share: float | None = None  # share of proposals that move around the best trial (None: the default, off)
     weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
@@ -237,10 +242,8 @@ class ResolvedSearch:
     @property
     def local_share(self) -> float:
         """Share of the proposals after the startup trials that move one to three choices away from the best trial
-        so far (``search.samplers``): ``--local-share``, else ``LOCAL_SHARE``."""
-        from search.samplers import LOCAL_SHARE
-
-        return LOCAL_SHARE if self.settings.local_share is None else self.settings.local_share
+        so far (``search.samplers``): ``--local-share``, else ``DEFAULT_LOCAL_SHARE``."""
+        return DEFAULT_LOCAL_SHARE if self.settings.local_share is None else self.settings.local_share
 
     def startup_trials(self, n_recipes: int) -> int:
         """Random trials before TPE takes over: the flag, else the recipes plus two (at least five)."""
