@@ -27,6 +27,7 @@ from reports.rundata import (
     stall_rule,
     stalled,
 )
+from runstore.metrics import EPOCH_SECONDS
 
 __all__ = [
     "CONFIRMED",
@@ -260,7 +261,7 @@ def _level_stats(
         near_chance=near,
         steps_to_leave=steps,
         stalled=[stalled(c, chance) for c in curves],
-        seconds_per_epoch=t_interval([float(col(f, "epoch_seconds").mean()) for f in fs]),
+        seconds_per_epoch=t_interval([float(col(f, EPOCH_SECONDS).mean()) for f in fs]),
         images_per_s=t_interval([float(col(f, "train_images_per_s").mean()) for f in fs]),
     )
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from runstore.errors import UserError, cli
 from runstore.layout import load_run_info, write_run_info
-from runstore.metrics import DEFAULT_METRIC
+from runstore.metrics import DEFAULT_METRIC, EPOCH_SECONDS
 from runstore.trials import load_trials, write_trials_csv
 from runstore.trust import new_run_id, trust_run
 from search.driver import (
@@ -424,7 +424,7 @@ def level_summary(trials: pd.DataFrame, factors: list[str], metric: str = METRIC
     scored = trials.dropna(subset=[metric])
     last = scored.groupby("trial_id", sort=False).tail(1)  # rows are in epoch order; trials in the grid's order
     best = scored.groupby("trial_id")[metric].max().rename("best")
-    per_trial = last.set_index("trial_id")[[*cols, metric, "epoch", "epoch_seconds"]].join(best)
+    per_trial = last.set_index("trial_id")[[*cols, metric, "epoch", EPOCH_SECONDS]].join(best)
     table = per_trial.groupby(cols, sort=False).agg(
         trials=(metric, "size"),
         epochs=("epoch", "min"),
@@ -432,7 +432,7 @@ def level_summary(trials: pd.DataFrame, factors: list[str], metric: str = METRIC
         final_min=(metric, "min"),
         final_max=(metric, "max"),
         best_mean=("best", "mean"),
-        epoch_s=("epoch_seconds", "mean"),
+        epoch_s=(EPOCH_SECONDS, "mean"),
     )
     return table.reset_index()
 
