@@ -2,7 +2,9 @@
 
 Ray Tune writes its files from the driver and from the trial workers, so a storage fault surfaces in many shapes: an
 ``OSError`` in the driver, a trial's ``RayTaskError`` wrapping a worker's failed checkpoint upload, a ``TuneError``
-quoting either, or SQLite's "readonly database" for the Optuna study. :func:`storage_failure` recognises them all;
+quoting either, or SQLite's "readonly database" for the Optuna study; on an object store (``--storage s3://...``,
+``gs://``) pyarrow's "AWS Error ACCESS_DENIED" or a "PERMISSION_DENIED" status, e.g. when the bucket policy or the
+node's credentials change mid-search. :func:`storage_failure` recognises them all;
 ``search.run`` and ``search.study`` then stop with one line naming the run folder and the way back (``--resume``),
 never a traceback (:func:`storage_fault`).
 """
@@ -23,6 +25,11 @@ _TEXTS = tuple(os.strerror(e) for e in STORAGE_ERRNOS) + (
     "attempt to write a readonly database",
     "database or disk is full",
     "unable to open database file",
+    # Object stores, as pyarrow's filesystems (which Ray Tune writes through) and the cloud SDKs word a refused write.
+    "AWS Error ACCESS_DENIED",
+    "AccessDenied",
+    "PERMISSION_DENIED",
+    "does not have storage.objects.create access",
 )
 
 

@@ -555,3 +555,36 @@ def test_ctrl_c_at_an_epoch_boundary_resumes_training_no_epoch_twice(
     assert _folder_digest(run_dir / first) == finished_files
     trials = load_trials(run_dir)
     assert not trials.duplicated(["trial_id", "epoch"]).any() and set(trials["status"]) == {"COMPLETED"}
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(28, "No space left on device"), "No space left on device"),
+        (
+            OSError(
+                "When uploading part for key 'run/trial/checkpoint.pt' in bucket 'b': AWS Error ACCESS_DENIED during "
+                "UploadPart operation: Access Denied"
+            ),
+            "AWS Error ACCESS_DENIED",
+        ),
+        (RuntimeError("An error occurred (AccessDenied) when calling the PutObject operation"), "AccessDenied"),
+        (
+            OSError("google::cloud::Status(PERMISSION_DENIED: Permission 'storage.objects.create' denied)"),
+            "PERMISSION_DENIED",
+        ),
+    ],
+)
+def test_storage_faults_are_recognised_through_a_chain_local_and_object_store(error: Exception, reason: str) -> None:
+    """A refused write deep in a trial's traceback, on a disk or a bucket, is named; any other error is not."""
+    from search.faults import storage_failure
+
+    try:
+        try:
+            raise error
+        except Exception as inner:
+            raise RuntimeError("Trial raised while saving its checkpoint") from inner
+    except RuntimeError as outer:
+        assert storage_failure(outer) == reason
+    assert storage_failure(RuntimeError("CUDA out of memory")) is None
+    assert storage_failure(OSError(2, "No such file or directory")) is None
