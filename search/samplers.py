@@ -32,6 +32,7 @@ __all__ = ["LocalSearchSampler", "incumbent", "neighbour"]
 #: A log-scale float moves by a normal step of this fraction of its log range (lr over 1e-5..1e-1: a factor ~2.5).
 FLOAT_STEP = 0.1
 _MOVES = (1, 2, 3)  # how many choices a local trial changes, drawn uniformly
+_TRIES = 10  # draws of a moved value before one equal to the incumbent's is accepted
 
 
 def incumbent(study: Study, trials: Sequence[FrozenTrial] | None = None) -> FrozenTrial | None:
@@ -131,7 +132,13 @@ class LocalSearchSampler(BaseSampler):
             best, moved = plan
             value = best.params.get(param_name)
             if param_name in best.params and _contains(param_distribution, value):
-                return neighbour(value, param_distribution, self._rng) if param_name in moved else value
+                if param_name not in moved:
+                    return value
+                for _ in range(_TRIES):  # a float at its bound can be clipped back onto itself: draw again
+                    new = neighbour(value, param_distribution, self._rng)
+                    if new != value:
+                        return new
+                return new
         return self._base.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
