@@ -147,9 +147,9 @@ def evaluate(
     batch_size: int = 256,
     criterion: nn.Module | None = None,
     amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-    """Loss and classification metrics of ``model`` on ``split``; also returns the probabilities and labels."""
+    """Loss and classification metrics of ``model`` on ``split``; also returns the probabilities and labels. The
+    batches come in ``prep``'s memory format."""
     device = prep.device
     set_train_mode(model, False)
     x_all, y_all = _as_tensor(split.x), torch.from_numpy(np.asarray(split.y))
@@ -157,8 +157,6 @@ def evaluate(
     criterion = criterion or nn.CrossEntropyLoss()
     for i in range(0, len(split), batch_size):
         xb = prep(x_all[i : i + batch_size], train=False)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
         yb = y_all[i : i + batch_size].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(xb)
@@ -239,8 +237,10 @@ def _build_loop(cfg: TrialConfig, prepared: PreparedData, dev: torch.device) -> 
         cfg.model, in_channels=cfg.channels, num_classes=num_classes, image_size=(h, w), **cfg.model_kwargs()
     ).to(dev)
     # channels_last on every device: on CPU it speeds a training step up 1.0-2.3x for the CPU-profile models and is
-    # never slower (python benchmarks/memory_format.py); on CUDA it is what tensor cores want under AMP.
-    model = model.to(memory_format=torch.channels_last)
+    # never slower (python benchmarks/memory_format.py); on CUDA it is what tensor cores want under AMP. The
+    # augmentation writes its batches in the same layout, so no batch is converted on the training thread.
+    layout = torch.channels_last
+    model = model.to(memory_format=layout)
     params = [p for p in model.parameters() if p.requires_grad]
     mean, std = prepared.normalisation(cfg.pretrained, cfg.intensity)
     n_train = len(prepared.train)
@@ -262,7 +262,7 @@ def _build_loop(cfg: TrialConfig, prepared: PreparedData, dev: torch.device) -> 
             device=dev,
             seed=cfg.seed,
             intensity=cfg.intensity,
-            memory_format=torch.channels_last,
+            memory_format=layout,
         ),
         optimizer=optimizer,
         schedule=_make_schedule(cfg, optimizer, steps_per_epoch),
@@ -337,7 +337,6 @@ def _train_epoch(loop: _Loop, split: ImageSplit, epoch: int) -> dict[str, float]
     order = torch.from_numpy(np.random.default_rng([cfg.seed, epoch]).permutation(len(y_train)))
     seen, loss_sum, correct = 0, 0.0, 0
     for step, (xb, yb) in enumerate(_train_batches(loop, x_train, y_train, order)):
-        xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
             logits = loop.model(xb)
             loss = loop.criterion(logits.float(), yb)
@@ -374,7 +373,6 @@ def _validation_metrics(loop: _Loop, prepared: PreparedData) -> dict[str, Any]:
         batch_size=max(256, loop.batch_size),
         criterion=nn.CrossEntropyLoss(),
         amp_dtype=loop.amp_dtype,
-        channels_last=True,
     )
     return {
         "val_loss": val["loss"],
