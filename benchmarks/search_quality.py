@@ -7,13 +7,16 @@ Arms (issue 14):
 - ``local``: ASHA with half the proposals after the startup trials moved around the best trial so far
   (``--local-share 0.5``, ``search.samplers``);
 - ``fair``: the new scheduler, ``--scheduler fair`` (``search.schedulers``: fair rungs, progressive top rung);
+- ``afford``: fair rungs in epochs, and only proposals cheap enough that ``--full-trainings`` (4) of them could each
+  train all ``--max-epochs`` in the budget (``search.run --full-trainings``): the strong models trained as long as
+  the recipes, not the dear ones judged after one epoch nor the cheap ones at their plateau;
 - ``random_asha``: random search + ASHA (every trial a seeded random start-up trial);
 - ``recipes``: the seed recipes alone, each trained to the end (FIFO): the score a proposal must beat.
 
 Per arm, over the seeds: the best validation balanced accuracy at the budget (mean and spread), the time until a
 proposed (non-recipe) configuration first beats the recipes arm's best (seconds; ``-`` when it never does), the share
-of epoch time spent on proposed configurations, and epoch time / (wall x CPUs). Last line, for the ``fair`` arm (or,
-when it was not run, the first other arm that searches)::
+of epoch time spent on proposed configurations, and epoch time / (wall x CPUs). Last line, for the ``afford`` arm (else
+``fair``, else the first other arm that searches)::
 
     beats_recipes=K/N proposed_share=X utilisation=Y
 
@@ -60,7 +63,7 @@ from runstore.trials import load_trials
 from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs
 from search.settings import RUNG_SHARE
 
-ARMS = ("today", "local", "fair", "random_asha", "recipes")
+ARMS = ("today", "local", "fair", "afford", "random_asha", "recipes")
 SCORE = "val_balanced_acc"  # what the search selects on (its default --metric)
 TIMING = "benchmark-timing.json"  # in each real run: when search.run started and how long it took
 
@@ -269,7 +272,7 @@ def replay_arms(args: argparse.Namespace) -> dict[str, list[ArmResult]]:
             "recipes": ("fifo", recipes),
         }
         for arm in args.arms:
-            if arm not in plan:  # "local" proposes configurations; a replay can only reorder recorded ones
+            if arm not in plan:  # "local" and "afford" choose what to propose; a replay only reorders recorded ones
                 continue
             policy, order = plan[arm]
             results[arm].append(
@@ -312,12 +315,17 @@ def real_arm(arm: str, seed: int, args: argparse.Namespace, storage: Path) -> Ar
     if arm == "recipes":
         flags += ["--scheduler", "fifo", "--num-samples", str(len(recipes_for("cpu")))]
     else:
-        flags += ["--scheduler", "fair" if arm == "fair" else "asha", "--num-samples", str(args.num_samples)]
+        scheduler = "fair" if arm in ("fair", "afford") else "asha"
+        flags += ["--scheduler", scheduler, "--num-samples", str(args.num_samples)]
     if arm == "fair" and args.rung_seconds is not None:
         flags += ["--rung-seconds", str(args.rung_seconds)]
     if arm == "random_asha":
         flags += ["--startup-trials", str(args.num_samples)]
     flags += ["--local-share", "0.5" if arm == "local" else "0"]
+    # Every arm but `afford` keeps the per-trial cost share only, as on the day each was first measured.
+    flags += ["--full-trainings", str(args.full_trainings) if arm == "afford" else "0"]
+    if arm == "afford":
+        flags += ["--rung-seconds", "0"]
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "search.run", *flags], capture_output=True, text=True)
     wall = time.time() - t0
@@ -357,8 +365,8 @@ def summarise(out: Path, seeds: list[int], arms: list[str]) -> dict[str, list[Ar
 
 
 def report(results: dict[str, list[ArmResult]]) -> list[str]:
-    """One line per arm, then the goal line (last) for the ``fair`` arm, or the first other searching arm run without
-    it."""
+    """One line per arm, then the goal line (last) for the ``afford`` arm, else ``fair``, else the first other
+    searching arm that ran."""
     targets = [r.best for r in results.get("recipes", [])]
     lines = []
     for arm, runs in results.items():
@@ -375,7 +383,7 @@ def report(results: dict[str, list[ArmResult]]) -> list[str]:
             f"utilisation={statistics.mean(r.utilisation for r in runs):.2f} "
             f"epochs={statistics.mean(len(r.epochs) for r in runs):.1f} censored={sum(r.censored for r in runs)}"
         )
-    searched = [arm for arm in ("fair", *ARMS) if arm != "recipes" and results.get(arm)]
+    searched = [arm for arm in ("afford", "fair", *ARMS) if arm != "recipes" and results.get(arm)]
     fair = results[searched[0]] if searched else []
     k = sum(r.time_to_beat(t) is not None for r, t in zip(fair, targets))
     share = statistics.mean(r.proposed_share for r in fair) if fair else 0.0
@@ -402,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         "--rung-seconds", type=float, help="fair arm: its rung unit in seconds (default: search.run's; 0 = epochs)"
     )
     p.add_argument("--num-samples", type=int, default=20, help="real: trials per search")
+    p.add_argument(
+        "--full-trainings", type=int, default=4, help="afford arm: proposals the budget must afford to train to the end"
+    )
     p.add_argument("--space", default="pneumonia3class")
     p.add_argument("--data", help="real: data folder (default: the bundled demo set)")
     p.add_argument("--out", help="real: keep the runs here (default: a temporary directory)")

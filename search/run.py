@@ -131,6 +131,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default 0 = TPE only; 0.5 = every other proposal)",
     )
     p.add_argument(
+        "--full-trainings",
+        type=int,
+        help="cpu profile with a time budget: propose only configs cheap enough (spaces/cost.py) that this many could "
+        "each train all --max-epochs in the budget's worker-seconds (default: the reduction factor, 4: 18.75 s an "
+        "epoch at 450 s on 2 CPUs; 0 = only the per-trial share, budget x trials at once / --num-samples)",
+    )
+    p.add_argument(
         "--weights",
         default="auto",
         help="ImageNet weights of the pretrained backbones: auto (the torch hub cache, else download once before the "

@@ -79,6 +79,7 @@ class SearchSettings:
     rung_metric: str | None = None
     rung_seconds: float | None = None  # fair rungs in seconds of training (None: the profile's default; 0: epochs)
     local_share: float | None = None  # share of proposals that move around the best trial (None: the default, off)
+    full_trainings: int | None = None  # proposals the budget must afford to train to the end (None: default; 0: off)
     weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
@@ -96,6 +97,7 @@ def validate(s: SearchSettings) -> None:
         ("--grace-period", s.grace_period, 1),
         ("--reduction-factor", s.reduction_factor, 2),
         ("--startup-trials", s.startup_trials, 1),
+        ("--full-trainings", s.full_trainings, 0),
     ):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
@@ -217,13 +219,26 @@ class ResolvedSearch:
         return {"epochs": self.max_epochs, "seed": self.seed}
 
     @property
+    def full_trainings(self) -> int:
+        """How many proposals the budget must afford to train to ``max_epochs``: ``--full-trainings``, else the
+        reduction factor (the share of a rung that goes on, so that many finishers fit); 0 turns the rule off."""
+        given = self.settings.full_trainings
+        return self.reduction_factor if given is None else given
+
+    @property
     def epoch_share_s(self) -> float | None:
-        """The longest estimated epoch a proposal may cost on the ``cpu`` profile: a fair share of the budget, time
-        budget x trials at once / trials (450 x 2 / 20 = 45 s by default). None (no limit) on ``gpu`` or without a
-        time budget."""
+        """The longest estimated epoch a proposal may cost on the ``cpu`` profile with a time budget: the smaller of
+        a fair share of the budget per trial (time budget x trials at once / trials: 450 x 2 / 20 = 45 s) and what
+        lets :attr:`full_trainings` proposals run all ``max_epochs`` (450 x 2 / (4 x 12) = 18.75 s by default): a
+        proposal that cannot be trained as long as the recipes cannot be compared with them at the end. None (no
+        limit) on ``gpu`` or without a time budget."""
         if self.profile != "cpu" or not self.time_budget_s:
             return None
-        return self.time_budget_s * self.max_concurrent / self.num_samples
+        worker_s = self.time_budget_s * self.max_concurrent
+        share = worker_s / self.num_samples
+        if self.full_trainings:
+            share = min(share, worker_s / (self.full_trainings * self.max_epochs))
+        return share
 
     @property
     def rung_unit_s(self) -> float | None:
