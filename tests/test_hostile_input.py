@@ -208,6 +208,7 @@ _SPACE = ["--space", "pneumonia3class", "--storage", "runs"]
         (["--rung-seconds", "nan"], ["--rung-seconds", "finite"]),
         (["--local-share", "1.5"], ["--local-share", "0 to 1"]),
         (["--local-share", "nan"], ["--local-share", "0 to 1"]),
+        (["--full-trainings", "-1"], ["--full-trainings", ">= 0"]),
         (["--cpus-per-trial", "nan"], ["--cpus-per-trial", "finite"]),
         (["--cpus-per-trial", "0"], ["--cpus-per-trial", "> 0"]),
         (["--cpus-per-trial", "4096"], ["--cpus-per-trial 4096", "CPU(s)"]),
