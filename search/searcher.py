@@ -7,8 +7,11 @@ value it keeps for a trial is not the one the search ranks it by. Here a trial t
 intend), and a finished trial's value is the one the ranking rule counts (``runstore.ranking.counting_epoch``).
 
 With ``max_epoch_s`` it also keeps to what the budget can afford: a proposal whose estimated epoch
-(``spaces.cost.estimate_epoch_s``) is longer is told PRUNED at once, with no value, so TPE learns to avoid that corner,
-and another is drawn. Recipes are never skipped: they are the baselines.
+(``spaces.cost.estimate_epoch_s``) is longer is not trained; another is drawn. The skipped trial is told FAIL, with a
+``skipped`` note, because TPE leaves FAIL trials out of its model: told PRUNED with no value (the first version) it
+counted as a worst result, so the *model* of a dear config (resnet18, too dear at 96 px) looked bad to TPE, not its
+image size, and a search proposed no resnet18 at all, not even at the 64 px it could afford. Recipes are never
+skipped: they are the baselines.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def trial_outcome(
 
 class RankedOptunaSearch(OptunaSearch):
     """``OptunaSearch`` whose trials end PRUNED when stopped early and COMPLETE at their best epoch otherwise; with
-    ``max_epoch_s``, proposals estimated dearer than that per epoch are skipped (PRUNED unrun) and redrawn."""
+    ``max_epoch_s``, proposals estimated dearer than that per epoch are skipped (FAIL unrun, a ``skipped`` note) and
+    redrawn."""
 
     def __init__(self, *args: Any, max_epochs: int, max_epoch_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,7 +67,7 @@ class RankedOptunaSearch(OptunaSearch):
             skipped.set_user_attr(
                 "skipped", f"estimated epoch {estimate:.0f} s > budget share {self.max_epoch_s:.0f} s"
             )
-            self._ot_study.tell(skipped, state=TrialState.PRUNED)
+            self._ot_study.tell(skipped, state=TrialState.FAIL)  # FAIL: left out of TPE's model (docstring)
             config = super().suggest(trial_id)
         return config
 
