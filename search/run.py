@@ -134,8 +134,8 @@ def _parser() -> argparse.ArgumentParser:
         "--full-trainings",
         type=int,
         help="cpu profile with a time budget: propose only configs cheap enough (spaces/cost.py) that this many could "
-        "each train all --max-epochs in the budget's worker-seconds (default: the reduction factor, 4: 18.75 s an "
-        "epoch at 450 s on 2 CPUs; 0 = only the per-trial share, budget x trials at once / --num-samples)",
+        "each train all --max-epochs in the budget's worker-seconds (4: 18.75 s an epoch at 450 s on 2 CPUs; "
+        "default 0 = only the per-trial share, budget x trials at once / --num-samples)",
     )
     p.add_argument(
         "--weights",

@@ -79,7 +79,7 @@ class SearchSettings:
     rung_metric: str | None = None
     rung_seconds: float | None = None  # fair rungs in seconds of training (None: the profile's default; 0: epochs)
     local_share: float | None = None  # share of proposals that move around the best trial (None: the default, off)
-    full_trainings: int | None = None  # proposals the budget must afford to train to the end (None: default; 0: off)
+    full_trainings: int | None = None  # proposals the budget must afford to train to the end (None or 0: off)
     weights: str = "auto"  # ImageNet weights: auto (cache, else download), local (cache only), none (from scratch)
 
 
@@ -220,18 +220,18 @@ class ResolvedSearch:
 
     @property
     def full_trainings(self) -> int:
-        """How many proposals the budget must afford to train to ``max_epochs``: ``--full-trainings``, else the
-        reduction factor (the share of a rung that goes on, so that many finishers fit); 0 turns the rule off."""
-        given = self.settings.full_trainings
-        return self.reduction_factor if given is None else given
+        """How many proposals the budget must afford to train to ``max_epochs`` (``--full-trainings``; 0, the
+        default, leaves only the per-trial share). Off by default: measured on the default CPU search, proposals
+        trained to the end this way did not beat the recipes (README, "Only what can be trained to the end")."""
+        return self.settings.full_trainings or 0
 
     @property
     def epoch_share_s(self) -> float | None:
-        """The longest estimated epoch a proposal may cost on the ``cpu`` profile with a time budget: the smaller of
-        a fair share of the budget per trial (time budget x trials at once / trials: 450 x 2 / 20 = 45 s) and what
-        lets :attr:`full_trainings` proposals run all ``max_epochs`` (450 x 2 / (4 x 12) = 18.75 s by default): a
-        proposal that cannot be trained as long as the recipes cannot be compared with them at the end. None (no
-        limit) on ``gpu`` or without a time budget."""
+        """The longest estimated epoch a proposal may cost on the ``cpu`` profile with a time budget: a fair share
+        of the budget per trial (time budget x trials at once / trials: 450 x 2 / 20 = 45 s by default), and with
+        ``--full-trainings N`` no more than lets N proposals run all ``max_epochs`` (450 x 2 / (4 x 12) = 18.75 s
+        for 4): a proposal that cannot be trained as long as the recipes cannot be compared with them at the end.
+        None (no limit) on ``gpu`` or without a time budget."""
         if self.profile != "cpu" or not self.time_budget_s:
             return None
         worker_s = self.time_budget_s * self.max_concurrent

@@ -164,7 +164,7 @@ def test_on_the_cpu_profile_proposals_keep_to_what_a_fair_share_of_the_budget_af
 
     from spaces.cost import estimate_epoch_s
 
-    settings = SearchSettings(space="pneumonia3class", time_budget_s=60, num_samples=20, full_trainings=0)
+    settings = SearchSettings(space="pneumonia3class", time_budget_s=60, num_samples=20)
     r = resolve(settings, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
     assert r.epoch_share_s == pytest.approx(6.0)
     recipes = [recipe.config for recipe in recipes_for("cpu")]
@@ -191,17 +191,17 @@ def test_the_gpu_profile_and_a_search_without_budget_skip_nothing() -> None:
         SearchSettings(space="pneumonia3class", time_budget_s=0), task="pneumonia3class", cluster_cpus=2, cluster_gpus=0
     )
     assert gpu.epoch_share_s is None and unbounded.epoch_share_s is None
-    per_trial_only = SearchSettings(space="pneumonia3class", full_trainings=0)
-    per_trial = resolve(per_trial_only, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
-    assert per_trial.epoch_share_s == pytest.approx(45.0)
+    default = resolve(SearchSettings(space="pneumonia3class"), task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
+    assert default.full_trainings == 0 and default.epoch_share_s == pytest.approx(45.0)
 
 
-def test_by_default_the_budget_must_afford_reduction_factor_proposals_trained_to_the_end() -> None:
-    """450 s x 2 CPUs / (4 finishers x 12 epochs) = 18.75 s an epoch: resnet18 at 64 px is proposed, at 96 px it is
-    not (it could be trained to the end only twice in the whole budget); the recipes are not held to it."""
+def test_full_trainings_keeps_to_proposals_the_budget_can_train_to_the_end_that_many_times() -> None:
+    """--full-trainings 4: 450 s x 2 CPUs / (4 finishers x 12 epochs) = 18.75 s an epoch: resnet18 at 64 px is
+    proposed, at 96 px it is not (it could be trained to the end only twice in the whole budget). Off by default."""
     from spaces.cost import estimate_epoch_s
 
-    default = resolve(SearchSettings(space="pneumonia3class"), task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
+    four = SearchSettings(space="pneumonia3class", full_trainings=4)
+    default = resolve(four, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
     assert default.full_trainings == 4
     assert default.epoch_share_s == pytest.approx(18.75)
     resnet = {"model": "resnet18", "batch_size": 32}
