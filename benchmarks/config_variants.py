@@ -1,8 +1,10 @@
 """Which changes to a config raise its validation score? Named variants of a base config, trained over seeds.
 
 A controlled comparison: every variant trains on the same data and validation split, for the same epochs, with the
-same seeds; only the named keys differ. Each run is ``trainables.train.train_trial`` in its own process with one
-torch thread (``--workers`` at once, as a CPU search runs its trials). Per variant: the best epoch's validation
+same seeds; only the named keys differ. The split is ``--split-seed``'s (0 by default) for every seed, while a search
+draws its split from its ``--seed`` (``search.run``): ``--split-seed same`` follows the seed as a search does. Each
+run is ``trainables.train.train_trial`` in its own process with one torch thread (``--workers`` at once, as a CPU
+search runs its trials). Per variant: the best epoch's validation
 balanced accuracy (what a search ranks and the search-quality benchmark counts) and the last epoch's, as mean and
 95% t-interval over the seeds, and the seconds per epoch; and each variant's difference from the first one, seed
 by seed (paired), with its interval.
@@ -51,7 +53,7 @@ def _train(job: dict[str, Any]) -> list[dict[str, Any]]:
     from trainables.train import train_trial
 
     epochs: list[dict[str, Any]] = []
-    catalog = DataCatalog(job["data"], job["task"])
+    catalog = DataCatalog(job["data"], job["task"], split_seed=job["split_seed"])
     config = TrialConfig.from_dict(job["config"])
     train_trial(config, catalog, reporter=lambda metrics, state: epochs.append(dict(metrics)), device="cpu")
     return [
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--data", help="data folder (default: the bundled demo set)")
     p.add_argument("--task", default="pneumonia3class")
+    p.add_argument("--split-seed", default="0", help="validation split's seed, or 'same' (each run's own seed)")
     p.add_argument("--out", help="JSON-lines file of every epoch (kept runs are not trained again)")
     args = p.parse_args(argv)
 
@@ -99,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     done = {(r["variant"], r["seed"]) for r in rows}
     jobs = [
-        {"variant": name, "data": args.data, "task": args.task, "config": {**cfg, "epochs": args.epochs, "seed": seed}}
+        {
+            "variant": name,
+            "data": args.data,
+            "task": args.task,
+            "split_seed": seed if args.split_seed == "same" else int(args.split_seed),
+            "config": {**cfg, "epochs": args.epochs, "seed": seed},
+        }
         for seed in seeds
         for name, cfg in variants.items()
         if (name, seed) not in done

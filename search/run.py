@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         help="validation metric to maximise (default val_balanced_acc: mean per-class recall, so the rare viral "
         "class counts as much as the common bacterial one); val_loss is minimised",
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds Optuna's TPE sampler and every trial")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds Optuna's TPE sampler, every trial and the validation split"
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, help="fractional GPUs per trial, e.g. 0.25 (default: 1 on GPU)")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as many as resources fit)")
