@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -28,18 +27,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from reports.studydata import t_interval
+from trainables.trial import parse_assignments
+
 SCORE = "val_balanced_acc"
-# Two-sided 95% t quantiles by degrees of freedom (1-10); the normal 1.96 beyond.
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95% t-interval (0 for a single value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    t = _T95.get(len(values) - 1, 1.96)
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+    """Mean and half-width of the 95% t interval (``reports.studydata.t_interval``; NaN for fewer than 2 values)."""
+    iv = t_interval(values)
+    return iv.mean, iv.high - iv.mean
 
 
 def _train(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -68,12 +65,6 @@ def _train(job: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def parse_settings(pairs: list[str]) -> dict[str, Any]:
-    from trainables.trial import parse_assignments
-
-    return parse_assignments(pairs)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", nargs="+", default=[], metavar="key=value", help="the base config")
@@ -87,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON-lines file of every epoch (kept runs are not trained again)")
     args = p.parse_args(argv)
 
-    base = parse_settings(args.base)
+    base = parse_assignments(args.base)
     variants = {"base": base}
     for spec in args.variant:
         name, *pairs = spec
         if "=" in name or name in variants:
             p.error(f"--variant: the first word must be a new name, got {name!r}")
-        variants[name] = {**base, **parse_settings(pairs)}
+        variants[name] = {**base, **parse_assignments(pairs)}
     seeds = [int(s) for s in args.seeds.split(",")]
 
     rows: list[dict[str, Any]] = []

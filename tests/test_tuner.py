@@ -200,13 +200,13 @@ def test_full_trainings_keeps_to_proposals_the_budget_can_train_to_the_end_that_
     proposed, at 96 px it is not (it could be trained to the end only twice in the whole budget). Off by default."""
     from spaces.cost import estimate_epoch_s
 
-    four = SearchSettings(space="pneumonia3class", full_trainings=4)
-    default = resolve(four, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
-    assert default.full_trainings == 4
-    assert default.epoch_share_s == pytest.approx(18.75)
+    four_finishers = SearchSettings(space="pneumonia3class", full_trainings=4)
+    four = resolve(four_finishers, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
+    assert four.full_trainings == 4
+    assert four.epoch_share_s == pytest.approx(18.75)
     resnet = {"model": "resnet18", "batch_size": 32}
-    assert estimate_epoch_s({**resnet, "image_size": "64"}) < default.epoch_share_s
-    assert estimate_epoch_s({**resnet, "image_size": "96"}) > default.epoch_share_s
+    assert estimate_epoch_s({**resnet, "image_size": "64"}) < four.epoch_share_s
+    assert estimate_epoch_s({**resnet, "image_size": "96"}) > four.epoch_share_s
     two_finishers = SearchSettings(space="pneumonia3class", full_trainings=2)
     two = resolve(two_finishers, task="pneumonia3class", cluster_cpus=2, cluster_gpus=0)
     assert two.epoch_share_s == pytest.approx(37.5)
