@@ -33,7 +33,8 @@ class TrialConfig(AugmentConfig):
     ``width`` and ``dropout`` of ``None`` mean "the model's own default"; ``grad_clip`` of 0 turns clipping off;
     ``image_size`` is ``"128"`` or ``"256x300"`` (height x width); ``intensity`` standardises each image's grey
     levels before everything else, in training, evaluation and the exported model (``trainables.intensity``);
-    ``recipe`` names a seed recipe, for reports only.
+    ``ema_epochs`` above 0 validates and hands back an exponential moving average of the weights over about that
+    many epochs of steps (``trainables.ema``); ``recipe`` names a seed recipe, for reports only.
     """
 
     model: str = "tinyvgg"
@@ -49,6 +50,7 @@ class TrialConfig(AugmentConfig):
     schedule: str = "none"
     grad_clip: float = 0.0
     label_smoothing: float = 0.0
+    ema_epochs: float = 0.0
     class_weights: str = "none"
     batch_size: int = 32
     image_size: str = "64"
@@ -90,6 +92,8 @@ class TrialConfig(AugmentConfig):
             raise ValueError(f"weight_decay and grad_clip must be >= 0, got {self.weight_decay} and {self.grad_clip}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ema_epochs < 0:
+            raise ValueError(f"ema_epochs must be >= 0 (0 turns weight averaging off), got {self.ema_epochs}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.batch_size < 1 or self.epochs < 1:

@@ -36,6 +36,7 @@ from runstore.metrics import EPOCH_SECONDS
 from trainables.augment import BatchAugment, one_cpu_thread
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
+from trainables.ema import WeightAverage, ema_decay
 from trainables.models import count_parameters, create_model, set_train_mode
 
 if TYPE_CHECKING:
@@ -202,6 +203,12 @@ class _Loop:
     amp_dtype: torch.dtype | None
     batch_size: int
     steps_per_epoch: int
+    ema: WeightAverage | None = None
+
+    @property
+    def scored_model(self) -> nn.Module:
+        """The model that is validated and handed back: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def state(self, history: list[dict[str, Any]], epoch: int, classes: tuple[str, ...]) -> dict[str, Any]:
         """A checkpointable state; ``resume`` reads it back."""
@@ -211,6 +218,7 @@ class _Loop:
             "schedule": self.schedule.state_dict() if self.schedule is not None else None,
             "scaler": self.scaler.state_dict(),
             "augment": self.prep.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "history": list(history),
             "epoch": epoch,
             "config": self.cfg.to_dict(),
@@ -225,6 +233,11 @@ class _Loop:
             self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self.prep.load_state_dict(state["augment"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # a checkpoint from before averaging was on: the average starts from the resumed weights
+                self.ema.module.load_state_dict(self.model.state_dict())
         return list(state["history"]), int(state["epoch"])
 
 
@@ -250,6 +263,7 @@ def _build_loop(cfg: TrialConfig, prepared: PreparedData, dev: torch.device) -> 
     optimizer = _make_optimizer(cfg, params)
     amp_dtype = _amp_dtype(dev)
     weights = _class_weights(cfg, prepared.train.y, num_classes, dev)
+    decay = ema_decay(cfg.ema_epochs, steps_per_epoch)
     return _Loop(
         cfg=cfg,
         device=dev,
@@ -271,6 +285,7 @@ def _build_loop(cfg: TrialConfig, prepared: PreparedData, dev: torch.device) -> 
         amp_dtype=amp_dtype,
         batch_size=bs,
         steps_per_epoch=steps_per_epoch,
+        ema=WeightAverage(model, decay) if decay > 0 else None,
     )
 
 
@@ -353,6 +368,8 @@ def _train_epoch(loop: _Loop, split: ImageSplit, epoch: int) -> dict[str, float]
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
         _step_schedule(loop.schedule, end_of_epoch=False)
+        if loop.ema is not None:
+            loop.ema.update(loop.model)
         seen += len(yb)
         loss_sum += float(loss.detach()) * len(yb)
         correct += int((logits.detach().argmax(1) == yb).sum())
@@ -366,7 +383,7 @@ def _train_epoch(loop: _Loop, split: ImageSplit, epoch: int) -> dict[str, float]
 def _validation_metrics(loop: _Loop, prepared: PreparedData) -> dict[str, Any]:
     """The ``val_*`` metrics every trial reports each epoch."""
     val, _, _ = evaluate(
-        loop.model,
+        loop.scored_model,
         prepared.val,
         loop.prep,
         len(prepared.classes),
@@ -441,7 +458,7 @@ def train_trial(
         if reporter is not None:
             reporter(metrics, loop.state(history, epoch + 1, prepared.classes))
     mean, std = prepared.normalisation(cfg.pretrained, cfg.intensity)
-    return TrialResult(cfg, history, loop.model, prepared.classes, extra={"mean": mean, "std": std})
+    return TrialResult(cfg, history, loop.scored_model, prepared.classes, extra={"mean": mean, "std": std})
 
 
 def _tune_reporter(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
