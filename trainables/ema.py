@@ -2,10 +2,11 @@
 
 The average is taken over the last ``ema_epochs`` epochs of optimiser steps (a per-step decay of
 ``1 - 1 / (ema_epochs x steps per epoch)``), so one setting means the same averaging window at batch 8 and at 128.
-Early on the decay is capped at ``(1 + t) / (10 + t)`` after ``t`` updates (timm's ``ModelEmaV3`` warm-up): the
-average follows the model closely at first instead of dragging its random initialisation along, so a trial's first
-epochs (the ones an early-stopping scheduler judges) are not held back by averaging. Parameters and floating-point
-buffers (BatchNorm's running statistics) are averaged; integer buffers are copied.
+Early on the window is capped at a quarter of the ``t`` steps taken so far (a decay of at most ``1 - 4 / (4 + t)``,
+the shape of timm's ``ModelEmaV3`` warm-up, whose cap of ``t / 9`` steps would keep a 500-step trial from ever
+averaging over more than an epoch): the average follows the model closely at first instead of dragging its random
+initialisation along, so a trial's first epochs (the ones an early-stopping scheduler judges) are not held back.
+Parameters and floating-point buffers (BatchNorm's running statistics) are averaged; integer buffers are copied.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["WeightAverage", "ema_decay"]
+__all__ = ["WARMUP", "WeightAverage", "ema_decay"]
+
+#: The averaging window is at most 1/WARMUP of the steps taken so far.
+WARMUP = 4.0
 
 
 def ema_decay(ema_epochs: float, steps_per_epoch: int) -> float:
@@ -56,7 +60,7 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current weights (after an optimiser step)."""
         self.updates += 1
-        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        decay = min(self.decay, 1.0 - WARMUP / (WARMUP + self.updates))
         if self._tensors is None:  # the optimiser updates the same tensors in place, step after step
             self._tensors = self._pairs(model)
         ours, theirs, others = self._tensors
