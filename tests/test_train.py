@@ -14,6 +14,7 @@ from trainables import train as train_module
 from trainables.cache import ImageSpec
 from trainables.config import TrialConfig
 from trainables.data import DataCatalog, ImageSplit, PreparedData
+from trainables.ema import WeightAverage, ema_decay
 from trainables.train import NonFiniteLossError, train_fn, train_trial
 
 
@@ -82,6 +83,56 @@ def test_resuming_from_a_checkpoint_matches_an_uninterrupted_run(small: Prepared
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
 
 
+def test_weight_average_is_what_is_validated_checkpointed_resumed_and_handed_back(small: PreparedData) -> None:
+    """With ``ema_epochs`` the trial's reported scores are those of the averaged weights, and the model it hands back
+    (the one a final retrain exports) is that average: evaluating it gives the last epoch's figures again. Training
+    itself is untouched (the same training losses as without averaging), and a resumed trial continues the average
+    from its checkpoint to the same weights as an uninterrupted one."""
+    config = {"model": "tinyvgg", "image_size": "32", "epochs": 3, "batch_size": 16, "hflip": 0.5}
+    plain = train_trial(config, small)
+    states: list[dict] = []
+    averaged = train_trial(
+        {**config, "ema_epochs": 1}, small, reporter=lambda metrics, state: states.append(copy.deepcopy(state))
+    )
+    assert [h["train_loss"] for h in averaged.history] == [h["train_loss"] for h in plain.history]
+    assert [h["val_loss"] for h in averaged.history] != [h["val_loss"] for h in plain.history]
+    prep = train_module.BatchAugment(
+        averaged.config.augment, averaged.extra["mean"], averaged.extra["std"], device=torch.device("cpu")
+    )
+    metrics, _, _ = train_module.evaluate(averaged.model, small.val, prep, len(small.classes))
+    assert metrics["loss"] == pytest.approx(averaged.final["val_loss"], rel=1e-5)
+    assert not all(torch.equal(p, q) for p, q in zip(averaged.model.parameters(), plain.model.parameters()))
+    assert states[0]["ema"]["updates"] == averaged.history[0]["train_steps"]
+
+    resumed = train_trial({**config, "ema_epochs": 1}, small, resume_state=states[0])
+    assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in averaged.history])
+    for p, q in zip(resumed.model.state_dict().values(), averaged.model.state_dict().values()):
+        assert torch.allclose(p.float(), q.float(), atol=1e-6)
+
+
+def test_weight_average_window_and_warm_up() -> None:
+    """``ema_epochs`` is a window in epochs whatever the batch size; early on the window is a quarter of the steps
+    taken, so the average of a steadily moving weight trails it by a fraction of the trial so far, not by the window."""
+    assert ema_decay(0, 40) == 0.0
+    assert ema_decay(1, 40) == pytest.approx(1 - 1 / 40)
+    assert ema_decay(2, 10) == ema_decay(1, 20)
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = WeightAverage(net, ema_decay(10, 100))
+    for step in range(1, 401):
+        with torch.no_grad():
+            net.weight.fill_(float(step))
+        average.update(net)
+    lag = 400 - float(average.module.weight)
+    # A window of a quarter of the steps so far weighs step k by about k^3: the average trails by a fifth (80 steps),
+    # where the 1000-step window itself would trail by far more.
+    assert 75 < lag < 85
+    assert not average.module.weight.requires_grad
+    with pytest.raises(ValueError, match="EMA decay must be in"):
+        WeightAverage(net, 1.0)
+
+
 def test_same_seed_same_result_other_seed_other_result(small: PreparedData) -> None:
     config = {"model": "tinyvgg", "image_size": "32", "epochs": 1, "hflip": 0.5}
     a = train_trial(config, small).final
@@ -144,6 +195,7 @@ def test_wrong_resolution_for_the_data_is_an_error(small: PreparedData) -> None:
         ({"optimizer": "lion"}, "optimizer must be one of sgd, adam, adamw"),
         ({"image_size": "huge"}, "128 or 256x300"),
         ({"hflip": 2.0}, "hflip is a probability"),
+        ({"ema_epochs": -1}, "ema_epochs must be >= 0"),
     ],
 )
 def test_bad_configs_name_the_key_and_the_valid_values(config: dict, message: str) -> None:
