@@ -13,7 +13,8 @@ by seed (paired), with its interval.
         --variant cw class_weights=balanced --variant cos schedule=cosine --seeds 0,1,2 --epochs 12
 
 ``--variant NAME key=value ...`` may be repeated; the base itself is always the first variant (``base``).
-``--out FILE`` keeps every epoch as JSON lines (a rerun with the same file skips the runs already in it).
+``--out FILE`` keeps every epoch as JSON lines (a rerun with the same file skips the runs already in it);
+``--curves`` adds each variant's mean score at every epoch (how fast it gets there, not only where).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="pneumonia3class")
     p.add_argument("--split-seed", default="0", help="validation split's seed, or 'same' (each run's own seed)")
     p.add_argument("--out", help="JSON-lines file of every epoch (kept runs are not trained again)")
+    p.add_argument("--curves", action="store_true", help="also print each variant's mean score at every epoch")
     args = p.parse_args(argv)
 
     base = parse_assignments(args.base)
@@ -135,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         d, dh = interval(diff) if diff else (float("nan"), 0.0)
         spe = statistics.median(secs) if secs else float("nan")
         print(f"{name:<14} {b:>10.3f} +-{bh:.3f} {la:>10.3f} +-{lh:.3f} {d:>+10.3f} +-{dh:.3f} {spe:>8.1f}")
+    if args.curves:
+        print("mean over seeds by epoch")
+        for name in variants:
+            by_epoch: dict[int, list[float]] = {}
+            for r in rows:
+                if r["variant"] == name and r["seed"] in seeds:
+                    by_epoch.setdefault(r["epoch"], []).append(r[SCORE])
+            print(f"{name:<14} " + " ".join(f"{statistics.mean(v):.3f}" for _, v in sorted(by_epoch.items())))
     return 0
 
 
