@@ -19,7 +19,7 @@ from runstore.atomic import write_text
 from runstore.errors import UserError
 from runstore.layout import TRIALS_FILE, is_run_dir, load_run_info
 
-__all__ = ["FRONT_COLUMNS", "load_trials", "trial_order", "write_trials_csv"]
+__all__ = ["FRONT_COLUMNS", "last_start", "load_trials", "parse_result_lines", "trial_order", "write_trials_csv"]
 
 #: Ray Tune names trial folders <trainable>_<trial id>_<index>_<params>_<date>; the index is the creation order.
 _TRIAL_DIR = re.compile(r"_([0-9a-f]{5,})_(\d+)_")
@@ -34,9 +34,10 @@ def trial_order(trial_dir: str) -> int | None:
     return int(m.group(2)) if m else None
 
 
-def _read_result_lines(path: Path) -> list[dict[str, Any]]:
+def parse_result_lines(text: str) -> list[dict[str, Any]]:
+    """The results in the text of a trial's ``result.json`` (one JSON object a line), up to a line being written."""
     rows = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
@@ -47,7 +48,7 @@ def _read_result_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _last_start(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def last_start(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The epochs of a trial's last start: a trial whose checkpoint could not be read on ``--resume`` trains again
     from epoch 1 (trainables.train), and the epochs reported before belong to a model that is gone. They stay in
     Ray's ``result.json``; the trial table keeps the new run only. Any other repeated epoch is left as it is (a bug
@@ -89,7 +90,8 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
     frames = []
     for position, tdir in enumerate(_trial_dirs(run_dir), start=1):
         config = _read_params(tdir / "params.json")
-        rows = _last_start(_read_result_lines(tdir / "result.json")) if (tdir / "result.json").exists() else []
+        result = tdir / "result.json"
+        rows = last_start(parse_result_lines(result.read_text())) if result.exists() else []
         error_file = tdir / "error.txt"
         error = ""
         if error_file.exists():

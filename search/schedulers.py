@@ -27,12 +27,14 @@ its first epoch is the best model after its twelfth (issue 14). ``max_t`` stays 
 before a rung's time counts at that rung (and every rung above) with its final value, as Hyperband counts a finished
 trial.
 
-:class:`FairRungs` holds the decisions and knows nothing about Ray, so the replay benchmark
+Tune saves no scheduler state: on ``--resume`` the rungs are rebuilt from the results the trials had reported
+(:meth:`FairRungScheduler._catch_up`). :class:`FairRungs` holds the decisions and knows nothing about Ray, so the replay benchmark
 (``benchmarks/search_quality.py --replay``) runs the very same logic; :class:`FairRungScheduler` is its Ray Tune face.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -43,10 +45,13 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from runstore.metrics import EPOCH_SECONDS
+from runstore.trials import last_start, parse_result_lines
 
 __all__ = ["CONTINUE", "PAUSE", "STOP", "FairRungScheduler", "FairRungs", "rung_levels"]
 
 CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
+
+log = logging.getLogger(__name__)
 
 
 def rung_levels(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
@@ -300,22 +305,59 @@ class FairRungScheduler(FIFOScheduler):
         self.rungs = FairRungs(
             grace_period, reduction_factor, max_t, min_peers=min_peers, epsilon=epsilon, unit_s=unit_s
         )
+        self._caught_up = False
 
     # Every epoch must reach the rungs one by one: a buffered result would skip a rung.
     _supports_buffered_results = False
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        self._catch_up(tune_controller)
+        decision = self._record(trial.trial_id, result)
+        self._stop_rejected(tune_controller)
+        return decision if decision is not None else CONTINUE
+
+    def _record(self, trial_id: str, result: dict) -> str | None:
+        """Hand one reported epoch to the rungs; None if it carries no rung metric."""
         if self._time_attr not in result or self._metric not in result:
-            return CONTINUE
+            return None
         value = self._sign * float(result[self._metric])
         # The epoch's own train + validate time (a resumed trial's catch-up reports carry the original one); Tune's
         # time between reports when the trainable does not measure it.
         seconds = result.get(EPOCH_SECONDS, result.get("time_this_iter_s"))
-        decision = self.rungs.on_result(
-            trial.trial_id, int(result[self._time_attr]), value, None if seconds is None else float(seconds)
+        return self.rungs.on_result(
+            trial_id, int(result[self._time_attr]), value, None if seconds is None else float(seconds)
         )
-        self._stop_rejected(tune_controller)
-        return decision
+
+    def _catch_up(self, tune_controller: Any) -> None:
+        """Once, at the first call: rebuild the rungs from the results the trials already reported.
+
+        Tune saves no scheduler state: a run continued with ``--resume`` gets this scheduler as it was built, with
+        empty rungs, beside trials that already reached them. Their epochs are replayed from each trial's
+        ``result.json`` in the order they were reported, so the rungs, the paused trials' standing and the decisions
+        already taken are as they were; a trial that has ended waits for nothing. A new run has no results yet and
+        this does nothing.
+        """
+        if self._caught_up:
+            return
+        self._caught_up = True
+        trials = tune_controller.get_trials()
+        reported = []
+        for order, trial in enumerate(trials):
+            for row in _reported_results(trial):
+                reported.append((float(row.get("timestamp", 0) or 0), order, int(row.get(self._time_attr, 0)), row))
+        if not reported:
+            return
+        for _, order, _, row in sorted(reported, key=lambda r: r[:3]):
+            self._record(trials[order].trial_id, row)
+        for trial in trials:
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                self.rungs.forget(trial.trial_id)
+        log.info(
+            "fair rungs rebuilt from %d results of %d trials: %s",
+            len(reported),
+            len({r[1] for r in reported}),
+            {level: len(v) for level, v in sorted(self.rungs.results.items())},
+        )
 
     def _stop_rejected(self, tune_controller: Any) -> None:
         """Stop the paused trials a rung decided against. A trial whose pause is still being saved is not PAUSED
@@ -338,6 +380,7 @@ class FairRungScheduler(FIFOScheduler):
         """A promoted paused trial first; then, with a time budget, the leader the deadline says must be trained to
         the end now (:meth:`FairRungs.to_finish`); then a new (PENDING) trial; then, only when a worker is free, the
         paused trial with the best standing in its rung. ``now`` (``time.monotonic()`` by default) is for tests."""
+        self._catch_up(tune_controller)
         self._stop_rejected(tune_controller)
         now = time.monotonic() if now is None else now
         if self._time_budget_s is not None and self._deadline is None:
@@ -367,3 +410,19 @@ class FairRungScheduler(FIFOScheduler):
             f"Fair rungs {self.rungs.levels} (top now {self.rungs.top}), at least {self.rungs.min_peers} results a "
             f"rung, {len(self.rungs.paused)} trials paused."
         )
+
+
+def _reported_results(trial: Trial) -> list[dict[str, Any]]:
+    """The epochs ``trial`` reported before this driver started (its ``result.json`` on the run's storage, local or
+    remote), from its last start; none for a new trial or a file that cannot be read."""
+    storage = getattr(trial, "storage", None)
+    if storage is None or not trial.last_result:
+        return []
+    path = f"{storage.trial_fs_path}/result.json"
+    try:
+        with storage.storage_filesystem.open_input_stream(path) as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except (OSError, ValueError) as exc:
+        log.warning("trial %s: its results could not be read from %s (%s); its rungs start empty", trial, path, exc)
+        return []
+    return last_start(parse_result_lines(text))

@@ -48,6 +48,47 @@ def _report(scheduler: FairRungScheduler, controller: _Controller, trial: Trial,
     return decision
 
 
+def test_a_resumed_run_rebuilds_its_rungs_from_the_results_its_trials_reported(tmp_path: Path) -> None:
+    """Tune saves no scheduler state, so ``--resume`` hands back a fair scheduler with empty rungs. It rebuilds them
+    from each trial's ``result.json`` (in the order reported): the trial its rung had let through is resumed before
+    any new trial, and a new trial meets the rung's earlier results instead of an empty rung."""
+    import json
+    from types import SimpleNamespace
+
+    from pyarrow.fs import LocalFileSystem
+
+    before, controller = _scheduler()
+    trials = [_trial(controller, before, f"t{i}", Trial.PENDING if i == 4 else Trial.RUNNING) for i in range(5)]
+    written: dict[str, list[dict]] = {t.trial_id: [] for t in trials}
+    clock = 1_700_000_000
+    for trial, value in zip(trials[:4], (0.6, 0.5, 0.7, 0.4)):
+        clock += 1
+        row = {"training_iteration": 1, "epoch": 1, "val_auroc": value, "timestamp": clock, "epoch_seconds": 2.0}
+        written[trial.trial_id].append(row)
+        _report(before, controller, trial, 1, value)
+    assert before.rungs.promoted == {"t2"} and trials[3].status == Trial.TERMINATED
+    assert before.choose_trial_to_run(controller, now=0.0) is trials[2]
+
+    # The driver is killed here. What Tune restores: the trials, their statuses and their folders, and a new scheduler.
+    after, restored = _scheduler()
+    for trial in trials:
+        folder = tmp_path / trial.trial_id
+        folder.mkdir()
+        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in written[trial.trial_id]))
+        trial.storage = SimpleNamespace(trial_fs_path=str(folder), storage_filesystem=LocalFileSystem())
+        if written[trial.trial_id]:
+            trial.update_last_result(written[trial.trial_id][-1])
+        restored.trials.append(trial)
+        after.on_trial_add(restored, trial)
+    ended = Trial.TERMINATED
+    assert [t.status for t in trials] == [ended, ended, Trial.PAUSED, ended, Trial.PENDING]
+    assert after.choose_trial_to_run(restored, now=0.0) is trials[2], "the promoted trial first, not the new one"
+    assert after.rungs.results == before.rungs.results
+    assert after.rungs.paused == before.rungs.paused and not after.rungs.rejected
+    trials[4].set_status(Trial.RUNNING)
+    assert _report(after, restored, trials[4], 1, 0.65) == STOP, "below the rung's cut of 0.7 among five"
+
+
 def test_rungs_are_grace_times_reduction_powers_capped_at_max_t() -> None:
     assert rung_levels(1, 4, 12) == [1, 4, 12]
     assert rung_levels(2, 2, 12) == [2, 4, 8, 12]
