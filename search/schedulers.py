@@ -28,8 +28,9 @@ before a rung's time counts at that rung (and every rung above) with its final v
 trial.
 
 Tune saves no scheduler state: on ``--resume`` the rungs are rebuilt from the results the trials had reported
-(:meth:`FairRungScheduler._catch_up`). :class:`FairRungs` holds the decisions and knows nothing about Ray, so the replay benchmark
-(``benchmarks/search_quality.py --replay``) runs the very same logic; :class:`FairRungScheduler` is its Ray Tune face.
+(:meth:`FairRungScheduler._catch_up`). :class:`FairRungs` holds the decisions and knows nothing about Ray, so the
+replay benchmark (``benchmarks/search_quality.py --replay``) runs the very same logic; :class:`FairRungScheduler` is
+its Ray Tune face.
 """
 
 from __future__ import annotations
