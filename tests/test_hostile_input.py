@@ -518,6 +518,7 @@ def test_export_and_report_of_a_run_with_no_scored_trial(failed_search, capsys: 
         (["lr"], ["key=value", "'lr'"]),
         (["lr=0.1", "lr=0.2"], ["lr", "twice"]),
         (["--val-fraction", "nan"], ["val_fraction"]),
+        (["--split-seed", "-1"], ["--split-seed", ">= 0", "-1"]),
         (["--data", "/no/such/data"], ["/no/such/data"]),
     ],
 )

@@ -236,3 +236,21 @@ def test_a_resumed_trial_finds_the_newest_whole_checkpoint_written_after_tunes(t
     assert _newer_checkpoint(fs, str(tmp_path), 1, 2) is None  # Tune's own is the newest whole one
     assert _newer_checkpoint(fs, str(tmp_path), -1, 2) is None  # nothing past the epoch Tune has
     assert _newer_checkpoint(fs, str(tmp_path / "not-yet"), -1, 0) is None  # a trial's first start
+
+
+def test_trial_cli_scores_on_the_validation_split_a_search_with_that_seed_draws(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``search.run --seed S`` splits the data with seed S; ``python -m trainables.trial --split-seed S`` does too, so
+    a search's trial can be trained again by hand on the same validation images."""
+    import json
+
+    from trainables.trial import main
+
+    assert main(["--split-seed", "2", "model=tinyvgg", "image_size=32", "epochs=1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    data = lines[0]["data"]
+    searched = DataCatalog(split_seed=2).describe()
+    assert data["split_seed"] == 2 and data["val_images"] == searched["val_images"]
+    assert data["val_images"] != DataCatalog(split_seed=0).describe()["val_images"]
+    assert lines[1]["epoch"] == 1

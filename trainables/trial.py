@@ -43,16 +43,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="Kaggle-layout or class-folder data set (default: the bundled demo set)")
     parser.add_argument("--task", default="pneumonia3class", choices=list(TASKS))
     parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the patient-level validation split (default 0); a search draws its split from its --seed, so "
+        "pass that seed to score one of its trials on the same validation images",
+    )
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     parser.add_argument("settings", nargs="*", metavar="key=value", help="TrialConfig fields")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = TrialConfig.from_dict(parse_assignments(args.settings))
-        catalog = DataCatalog(args.data, args.task, val_fraction=args.val_fraction)
+        if args.split_seed < 0:
+            raise ValueError(f"--split-seed must be >= 0, got {args.split_seed}")
+        catalog = DataCatalog(args.data, args.task, val_fraction=args.val_fraction, split_seed=args.split_seed)
     except ValueError as exc:  # a bad key=value or data folder (DataLayoutError is one): the user's to fix
         raise UserError(str(exc)) from exc
-    print(json.dumps({"data": catalog.describe(), "config": config.to_dict()}), flush=True)
+    data = {**catalog.describe(), "val_fraction": args.val_fraction, "split_seed": args.split_seed}
+    print(json.dumps({"data": data, "config": config.to_dict()}), flush=True)
     try:
         train_trial(
             config, catalog, reporter=lambda metrics, state: print(json.dumps(metrics), flush=True), device=args.device
