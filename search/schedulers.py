@@ -417,7 +417,7 @@ def _reported_results(trial: Trial) -> list[dict[str, Any]]:
     """The epochs ``trial`` reported before this driver started (its ``result.json`` on the run's storage, local or
     remote), from its last start; none for a new trial or a file that cannot be read."""
     storage = getattr(trial, "storage", None)
-    if storage is None or not trial.last_result:
+    if storage is None or not trial.has_reported_at_least_once:  # a new trial (it has no folder yet either)
         return []
     path = f"{storage.trial_fs_path}/result.json"
     try:
