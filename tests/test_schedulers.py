@@ -71,12 +71,19 @@ def test_a_resumed_run_rebuilds_its_rungs_from_the_results_its_trials_reported(t
 
     # The driver is killed here. What Tune restores: the trials, their statuses and their folders, and a new scheduler.
     after, restored = _scheduler()
+
+    class NoFolderYet:  # Ray's storage context of a trial that has not started: asking for its folder raises
+        @property
+        def trial_fs_path(self) -> str:
+            raise RuntimeError("Should not access `trial_fs_path` without setting `trial_dir_name`")
+
     for trial in trials:
-        folder = tmp_path / trial.trial_id
-        folder.mkdir()
-        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in written[trial.trial_id]))
-        trial.storage = SimpleNamespace(trial_fs_path=str(folder), storage_filesystem=LocalFileSystem())
+        trial.storage = NoFolderYet()
         if written[trial.trial_id]:
+            folder = tmp_path / trial.trial_id
+            folder.mkdir()
+            (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in written[trial.trial_id]))
+            trial.storage = SimpleNamespace(trial_fs_path=str(folder), storage_filesystem=LocalFileSystem())
             trial.update_last_result(written[trial.trial_id][-1])
         restored.trials.append(trial)
         after.on_trial_add(restored, trial)
