@@ -105,6 +105,9 @@ def suggest_cxr_config(trial: BaseTrial, profile: Profile, pretrained_available:
         "schedule": trial.suggest_categorical("schedule", SCHEDULES),
         "grad_clip": trial.suggest_categorical("grad_clip", GRAD_CLIPS),
         "label_smoothing": trial.suggest_categorical("label_smoothing", LABEL_SMOOTHINGS),
+        # Not searched: weight averaging raises early-epoch scores, not final ones, so ASHA's early rungs would favour
+        # it for nothing (README, "Weight averaging").
+        "ema_epochs": 0.0,
         "class_weights": trial.suggest_categorical("class_weights", CLASS_WEIGHTS),
         "batch_size": trial.suggest_categorical("batch_size", profile.batch_sizes),
         "image_size": trial.suggest_categorical("image_size", profile.image_sizes),
