@@ -360,12 +360,23 @@ class FairRungScheduler(FIFOScheduler):
             {level: len(v) for level, v in sorted(self.rungs.results.items())},
         )
 
+    def _waiting(self, trial: Trial) -> bool:
+        """Paused at a rung: PAUSED, or PENDING while the rungs hold it (Tune restores a paused trial as PENDING)."""
+        return trial.status == Trial.PAUSED or (
+            trial.status == Trial.PENDING and trial.trial_id in self.rungs.paused.keys() | self.rungs.rejected
+        )
+
     def _stop_rejected(self, tune_controller: Any) -> None:
         """Stop the paused trials a rung decided against. A trial whose pause is still being saved is not PAUSED
         yet: it stays rejected and is stopped at a later call, once it is."""
         for trial in tune_controller.get_trials():
-            if trial.trial_id in self.rungs.rejected and trial.status == Trial.PAUSED:
+            if trial.trial_id in self.rungs.rejected and self._waiting(trial):
                 tune_controller.stop_trial(trial)
+                # Ray 2.60 saves a stopped trial's new status only if it was running: without this, the run's saved
+                # state keeps it PAUSED and --resume would train it again.
+                mark = getattr(tune_controller, "_mark_trial_to_checkpoint", None)
+                if mark is not None:
+                    mark(trial)
                 self.rungs.forget(trial.trial_id)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
@@ -387,7 +398,7 @@ class FairRungScheduler(FIFOScheduler):
         if self._time_budget_s is not None and self._deadline is None:
             self._deadline = now + self._time_budget_s
         trials = tune_controller.get_trials()
-        paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id not in self.rungs.rejected]
+        paused = [t for t in trials if self._waiting(t) and t.trial_id not in self.rungs.rejected]
         promoted = [t for t in paused if t.trial_id in self.rungs.promoted]
         if promoted:
             return max(promoted, key=lambda t: self.rungs.standing(t.trial_id))
@@ -399,9 +410,9 @@ class FairRungScheduler(FIFOScheduler):
             if finish is not None:
                 self.rungs.finishing.discard(finish)  # not resumable yet (its pause is still being saved)
         for t in trials:
-            if t.status == Trial.PENDING:
+            if t.status == Trial.PENDING and not self._waiting(t):
                 return t
-        busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
+        busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) and not self._waiting(t) for t in trials)
         if paused and busy < self._max_concurrent:
             return max(paused, key=lambda t: self.rungs.standing(t.trial_id))
         return None

@@ -84,7 +84,9 @@ class RankedOptunaSearch(OptunaSearch):
         return losses
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        super().on_trial_result(trial_id, result)
+        super().on_trial_result(trial_id, result)  # a finished trial's result: Ray warns and records nothing
+        if trial_id in self._completed_trials:  # Optuna refuses to change a finished trial (its study is the record)
+            return
         if self.metric != TIE_LOSS and not isinstance(self.metric, list):
             self._record_loss(trial_id, result)
 

@@ -48,52 +48,79 @@ def _report(scheduler: FairRungScheduler, controller: _Controller, trial: Trial,
     return decision
 
 
-def test_a_resumed_run_rebuilds_its_rungs_from_the_results_its_trials_reported(tmp_path: Path) -> None:
-    """Tune saves no scheduler state, so ``--resume`` hands back a fair scheduler with empty rungs. It rebuilds them
-    from each trial's ``result.json`` (in the order reported): the trial its rung had let through is resumed before
-    any new trial, and a new trial meets the rung's earlier results instead of an empty rung."""
+class _NoFolderYet:
+    """Ray's storage context of a trial that has not started: asking for its folder raises."""
+
+    @property
+    def trial_fs_path(self) -> str:
+        raise RuntimeError("Should not access `trial_fs_path` without setting `trial_dir_name`")
+
+
+def _restore(trials: list[Trial], written: dict[str, list[dict]], tmp_path: Path, status: dict[str, str]):
+    """What ``--resume`` hands the scheduler: a new one, the same trials with the statuses Tune saved (``status``; a
+    PAUSED trial comes back PENDING), each with its ``result.json`` as written so far."""
     import json
     from types import SimpleNamespace
 
     from pyarrow.fs import LocalFileSystem
 
-    before, controller = _scheduler()
-    trials = [_trial(controller, before, f"t{i}", Trial.PENDING if i == 4 else Trial.RUNNING) for i in range(5)]
-    written: dict[str, list[dict]] = {t.trial_id: [] for t in trials}
-    clock = 1_700_000_000
-    for trial, value in zip(trials[:4], (0.6, 0.5, 0.7, 0.4)):
-        clock += 1
-        row = {"training_iteration": 1, "epoch": 1, "val_auroc": value, "timestamp": clock, "epoch_seconds": 2.0}
-        written[trial.trial_id].append(row)
-        _report(before, controller, trial, 1, value)
-    assert before.rungs.promoted == {"t2"} and trials[3].status == Trial.TERMINATED
-    assert before.choose_trial_to_run(controller, now=0.0) is trials[2]
-
-    # The driver is killed here. What Tune restores: the trials, their statuses and their folders, and a new scheduler.
-    after, restored = _scheduler()
-
-    class NoFolderYet:  # Ray's storage context of a trial that has not started: asking for its folder raises
-        @property
-        def trial_fs_path(self) -> str:
-            raise RuntimeError("Should not access `trial_fs_path` without setting `trial_dir_name`")
-
+    scheduler, controller = _scheduler()
     for trial in trials:
-        trial.storage = NoFolderYet()
+        trial.set_status(status.get(trial.trial_id, trial.status))
+        trial.storage = _NoFolderYet()
         if written[trial.trial_id]:
-            folder = tmp_path / trial.trial_id
-            folder.mkdir()
+            folder = tmp_path / f"{trial.trial_id}-{len(written[trial.trial_id])}"
+            folder.mkdir(exist_ok=True)
             (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in written[trial.trial_id]))
             trial.storage = SimpleNamespace(trial_fs_path=str(folder), storage_filesystem=LocalFileSystem())
             trial.update_last_result(written[trial.trial_id][-1])
-        restored.trials.append(trial)
-        after.on_trial_add(restored, trial)
-    ended = Trial.TERMINATED
-    assert [t.status for t in trials] == [ended, ended, Trial.PAUSED, ended, Trial.PENDING]
+        controller.trials.append(trial)
+        scheduler.on_trial_add(controller, trial)
+    return scheduler, controller
+
+
+def test_a_resumed_run_rebuilds_its_rungs_from_the_results_its_trials_reported(tmp_path: Path) -> None:
+    """Tune saves no scheduler state, so ``--resume`` hands back a fair scheduler with empty rungs, and Tune restores
+    a paused trial as PENDING, like a new one. The rungs are rebuilt from each trial's ``result.json`` (in the order
+    reported): the trial its rung let through resumes before any new trial, one its rung stopped is not trained again
+    (Ray 2.60 can save a stopped paused trial as still paused), one waiting at the top rung waits for a free worker,
+    and a new trial meets the rung's earlier results instead of an empty rung."""
+    before, controller = _scheduler()
+    trials = [_trial(controller, before, f"t{i}", Trial.PENDING if i == 4 else Trial.RUNNING) for i in range(5)]
+    written: dict[str, list[dict]] = {t.trial_id: [] for t in trials}
+    clock = [1_700_000_000]
+
+    def report(scheduler, ctl, trial: Trial, epoch: int, value: float) -> str:
+        clock[0] += 1
+        row = {"training_iteration": epoch, "val_auroc": value, "timestamp": clock[0], "epoch_seconds": 2.0}
+        written[trial.trial_id].append(row)
+        return _report(scheduler, ctl, trial, epoch, value)
+
+    for trial, value in zip(trials[:4], (0.6, 0.5, 0.7, 0.4)):
+        report(before, controller, trial, 1, value)
+    assert before.rungs.promoted == {"t2"} and before.rungs.rejected == set()
+    assert before.choose_trial_to_run(controller, now=0.0) is trials[2]
+
+    # Killed here. Tune saved t0 (stopped while paused) as PAUSED, and restores every paused trial as PENDING.
+    ended, pending = Trial.TERMINATED, Trial.PENDING
+    after, restored = _restore(trials, written, tmp_path, {"t0": pending, "t1": ended, "t2": pending, "t3": ended})
     assert after.choose_trial_to_run(restored, now=0.0) is trials[2], "the promoted trial first, not the new one"
+    assert trials[0].status == ended, "stopped at its rung before: not trained again"
     assert after.rungs.results == before.rungs.results
-    assert after.rungs.paused == before.rungs.paused and not after.rungs.rejected
     trials[4].set_status(Trial.RUNNING)
-    assert _report(after, restored, trials[4], 1, 0.65) == STOP, "below the rung's cut of 0.7 among five"
+    assert report(after, restored, trials[4], 1, 0.65) == STOP, "below the rung's cut of 0.7 among five"
+
+    trials[2].set_status(Trial.RUNNING)
+    for epoch in (2, 3):
+        assert report(after, restored, trials[2], epoch, 0.7 + epoch / 100) == CONTINUE
+    assert report(after, restored, trials[2], 4, 0.75) == PAUSE, "at the top rung: waits for it to grow"
+    # Killed again, with a new trial queued: t2 waits at the top rung, so the new trial runs first.
+    trials.append(_trial(restored, after, "t5", Trial.PENDING))
+    written["t5"] = []
+    again, ctl = _restore(trials, written, tmp_path, {t.trial_id: t.status for t in trials} | {"t2": pending})
+    assert again.choose_trial_to_run(ctl, now=0.0) is trials[5], "a waiting trial is not started as a new one"
+    trials[5].set_status(Trial.RUNNING)
+    assert again.choose_trial_to_run(ctl, now=0.0) is trials[2], "a worker is free: the waiting trial resumes"
 
 
 def test_rungs_are_grace_times_reduction_powers_capped_at_max_t() -> None:

@@ -129,6 +129,8 @@ def test_optuna_is_told_pruned_for_early_stops_and_the_best_epoch_for_finished_t
         generator.on_trial_result(finished.trial_id, {"val_balanced_acc": value, "training_iteration": epoch})
     generator.on_trial_complete(finished.trial_id, {"val_balanced_acc": 0.6, "training_iteration": 3})
     generator.on_trial_complete(stopped.trial_id, {"val_balanced_acc": 0.41, "training_iteration": 1})
+    # A stopped trial that reports again (a --resume that trained it once more) changes nothing in the study.
+    generator.on_trial_result(stopped.trial_id, {"val_balanced_acc": 0.5, "val_loss": 0.9, "training_iteration": 2})
     generator.on_trial_result(failed.trial_id, {"val_balanced_acc": 0.3, "training_iteration": 1})
     generator.on_trial_complete(failed.trial_id, None, error=True)
     study = optuna.load_study(study_name=r.name, storage=f"sqlite:///{tmp_path / 'study.db'}")
