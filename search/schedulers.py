@@ -362,9 +362,8 @@ class FairRungScheduler(FIFOScheduler):
 
     def _waiting(self, trial: Trial) -> bool:
         """Paused at a rung: PAUSED, or PENDING while the rungs hold it (Tune restores a paused trial as PENDING)."""
-        return trial.status == Trial.PAUSED or (
-            trial.status == Trial.PENDING and trial.trial_id in self.rungs.paused.keys() | self.rungs.rejected
-        )
+        held = trial.trial_id in self.rungs.paused or trial.trial_id in self.rungs.rejected
+        return trial.status == Trial.PAUSED or (trial.status == Trial.PENDING and held)
 
     def _stop_rejected(self, tune_controller: Any) -> None:
         """Stop the paused trials a rung decided against. A trial whose pause is still being saved is not PAUSED
