@@ -28,9 +28,9 @@ before a rung's time counts at that rung (and every rung above) with its final v
 trial.
 
 Tune saves no scheduler state: on ``--resume`` the rungs are rebuilt from the results the trials had reported
-(:meth:`FairRungScheduler._catch_up`). :class:`FairRungs` holds the decisions and knows nothing about Ray, so the
-replay benchmark (``benchmarks/search_quality.py --replay``) runs the very same logic; :class:`FairRungScheduler` is
-its Ray Tune face.
+(:func:`replay_reported`), here and in :class:`ResumableASHA`, the default scheduler. :class:`FairRungs` holds the
+decisions and knows nothing about Ray, so the replay benchmark (``benchmarks/search_quality.py --replay``) runs the
+very same logic; :class:`FairRungScheduler` is its Ray Tune face.
 """
 
 from __future__ import annotations
@@ -43,12 +43,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from runstore.metrics import EPOCH_SECONDS
 from runstore.trials import last_start, parse_result_lines
 
-__all__ = ["CONTINUE", "PAUSE", "STOP", "FairRungScheduler", "FairRungs", "rung_levels"]
+__all__ = [
+    "CONTINUE",
+    "PAUSE",
+    "STOP",
+    "FairRungScheduler",
+    "FairRungs",
+    "ResumableASHA",
+    "replay_reported",
+    "rung_levels",
+]
 
 CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
 
@@ -330,33 +339,21 @@ class FairRungScheduler(FIFOScheduler):
         )
 
     def _catch_up(self, tune_controller: Any) -> None:
-        """Once, at the first call: rebuild the rungs from the results the trials already reported.
-
-        Tune saves no scheduler state: a run continued with ``--resume`` gets this scheduler as it was built, with
-        empty rungs, beside trials that already reached them. Their epochs are replayed from each trial's
-        ``result.json`` in the order they were reported, so the rungs, the paused trials' standing and the decisions
-        already taken are as they were; a trial that has ended waits for nothing. A new run has no results yet and
-        this does nothing.
-        """
+        """Once, at the first call: rebuild the rungs from the results the trials already reported
+        (:func:`replay_reported`); a trial that has ended waits for nothing. A new run has no results yet and this
+        does nothing."""
         if self._caught_up:
             return
         self._caught_up = True
-        trials = tune_controller.get_trials()
-        reported = []
-        for order, trial in enumerate(trials):
-            for row in _reported_results(trial):
-                reported.append((float(row.get("timestamp", 0) or 0), order, int(row.get(self._time_attr, 0)), row))
-        if not reported:
+        replayed = replay_reported(tune_controller, self._time_attr, lambda t, row: self._record(t.trial_id, row))
+        if not replayed[0]:
             return
-        for _, order, _, row in sorted(reported, key=lambda r: r[:3]):
-            self._record(trials[order].trial_id, row)
-        for trial in trials:
+        for trial in tune_controller.get_trials():
             if trial.status in (Trial.TERMINATED, Trial.ERROR):
                 self.rungs.forget(trial.trial_id)
         log.info(
             "fair rungs rebuilt from %d results of %d trials: %s",
-            len(reported),
-            len({r[1] for r in reported}),
+            *replayed,
             {level: len(v) for level, v in sorted(self.rungs.results.items())},
         )
 
@@ -421,6 +418,65 @@ class FairRungScheduler(FIFOScheduler):
             f"Fair rungs {self.rungs.levels} (top now {self.rungs.top}), at least {self.rungs.min_peers} results a "
             f"rung, {len(self.rungs.paused)} trials paused."
         )
+
+
+class ResumableASHA(ASHAScheduler):
+    """Ray Tune's ASHA (``--scheduler asha``, the default) whose rungs survive ``--resume``.
+
+    Tune saves no scheduler state, so a resumed run gets an ASHA with empty rungs beside trials that already
+    reached them: the next result at each rung then has no peers to lose against and goes on, whatever the earlier
+    trials scored there. At the first result after a resume the rungs are rebuilt from what the trials had reported
+    (:func:`replay_reported`), so every decision from there is the one the uninterrupted run would have taken. The
+    decisions themselves are Ray's, unchanged.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._caught_up = False
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        self._catch_up(tune_controller)
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._catch_up(tune_controller)
+        super().on_trial_complete(tune_controller, trial, result)
+
+    def _record(self, trial: Trial, result: dict) -> None:
+        """Put one earlier epoch in the trial's bracket, as ASHA recorded it when it was reported."""
+        bracket = self._trial_info.get(trial.trial_id)
+        if bracket is None or self._time_attr not in result or self._metric not in result:
+            return
+        bracket.on_result(trial, result[self._time_attr], self._metric_op * float(result[self._metric]))
+
+    def _catch_up(self, tune_controller: Any) -> None:
+        # None: called as Ray's own ASHA tests call it, with no controller and so no earlier trials to read.
+        if self._caught_up or tune_controller is None:
+            return
+        self._caught_up = True
+        replayed = replay_reported(tune_controller, self._time_attr, self._record)
+        if replayed[0]:
+            rungs = {milestone: len(recorded) for b in self._brackets for milestone, recorded in reversed(b._rungs)}
+            log.info("asha rungs rebuilt from %d results of %d trials: %s", *replayed, rungs)
+
+
+def replay_reported(tune_controller: Any, time_attr: str, record: Any) -> tuple[int, int]:
+    """Hand every result the trials reported before this driver started to ``record(trial, result)``, in the
+    order they were reported; returns (results, trials that had any).
+
+    Tune saves no scheduler state: a run continued with ``--resume`` gets its scheduler as it was built, with empty
+    rungs, beside trials that already reached them. Each trial's ``result.json`` (from its last start) is replayed
+    by timestamp, then the trials' creation order, then epoch, so the rungs and the decisions already taken are as
+    they were. A new run has no results yet and this records nothing.
+    """
+    trials = tune_controller.get_trials()
+    reported = []
+    for order, trial in enumerate(trials):
+        for row in _reported_results(trial):
+            reported.append((float(row.get("timestamp", 0) or 0), order, int(row.get(time_attr, 0)), row))
+    for _, order, _, row in sorted(reported, key=lambda r: r[:3]):
+        record(trials[order], row)
+    return len(reported), len({r[1] for r in reported})
 
 
 def _reported_results(trial: Trial) -> list[dict[str, Any]]:

@@ -30,12 +30,12 @@ def make_scheduler(r: ResolvedSearch) -> tuple[Any, str | None, str | None]:
     refuses a second one); FIFO stops nothing and the Tuner gets ``--metric`` (its best result). TPE optimises
     ``--metric`` either way.
     """
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
-    from search.schedulers import FairRungScheduler
+    from search.schedulers import FairRungScheduler, ResumableASHA
 
     if r.scheduler == "asha":
-        asha = ASHAScheduler(
+        asha = ResumableASHA(
             time_attr="training_iteration",
             metric=r.rung_metric,
             mode=metric_mode(r.rung_metric),

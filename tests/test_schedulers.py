@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ray.tune.experiment import Trial
 
-from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs, FairRungScheduler, rung_levels
+from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs, FairRungScheduler, ResumableASHA, rung_levels
 from search.settings import SearchSettings, resolve
 from search.tuner import make_scheduler, searcher_concurrency
 
@@ -56,15 +57,18 @@ class _NoFolderYet:
         raise RuntimeError("Should not access `trial_fs_path` without setting `trial_dir_name`")
 
 
-def _restore(trials: list[Trial], written: dict[str, list[dict]], tmp_path: Path, status: dict[str, str]):
-    """What ``--resume`` hands the scheduler: a new one, the same trials with the statuses Tune saved (``status``; a
-    PAUSED trial comes back PENDING), each with its ``result.json`` as written so far."""
+def _restore(
+    trials: list[Trial], written: dict[str, list[dict]], tmp_path: Path, status: dict[str, str], new=None
+) -> tuple[Any, _Controller]:
+    """What ``--resume`` hands the scheduler: a new one (``new()``, a fair one by default), the same trials with the
+    statuses Tune saved (``status``; a PAUSED trial comes back PENDING), each with its ``result.json`` as written so
+    far."""
     import json
     from types import SimpleNamespace
 
     from pyarrow.fs import LocalFileSystem
 
-    scheduler, controller = _scheduler()
+    scheduler, controller = (new or _scheduler)()
     for trial in trials:
         trial.set_status(status.get(trial.trial_id, trial.status))
         trial.storage = _NoFolderYet()
@@ -121,6 +125,43 @@ def test_a_resumed_run_rebuilds_its_rungs_from_the_results_its_trials_reported(t
     assert again.choose_trial_to_run(ctl, now=0.0) is trials[5], "a waiting trial is not started as a new one"
     trials[5].set_status(Trial.RUNNING)
     assert again.choose_trial_to_run(ctl, now=0.0) is trials[2], "a worker is free: the waiting trial resumes"
+
+
+def _asha() -> tuple[ResumableASHA, _Controller]:
+    return ResumableASHA(metric="val_auroc", mode="max", max_t=12, grace_period=1, reduction_factor=4), _Controller()
+
+
+def test_a_resumed_asha_search_judges_new_results_against_the_rungs_it_had(tmp_path: Path) -> None:
+    """The default scheduler after ``--resume``: Ray's ASHA starts with empty rungs, so the first result at a rung
+    would go on whatever the trials before the interrupt scored there, and a trial that was running would be judged
+    again at its next epoch as if it had never reached the rung. The rungs are rebuilt from the trials'
+    ``result.json``: the decisions are those the uninterrupted run takes."""
+    before, controller = _asha()
+    trials = [_trial(controller, before, f"t{i}") for i in range(4)]
+    written: dict[str, list[dict]] = {t.trial_id: [] for t in trials}
+    for clock, (trial, value) in enumerate(zip(trials, (0.6, 0.5, 0.7, 0.4))):
+        written[trial.trial_id].append(
+            {"training_iteration": 1, "val_auroc": value, "timestamp": 1_700_000_000 + clock}
+        )
+        _report(before, controller, trial, 1, value)
+    assert [t.status for t in trials] == [Trial.RUNNING, Trial.TERMINATED, Trial.RUNNING, Trial.TERMINATED]
+
+    # Killed here: t0 and t2 were running, and Tune restores them to run on from their epoch-1 checkpoints.
+    pending = Trial.PENDING
+    after, restored = _restore(trials, written, tmp_path, {"t0": pending, "t2": pending}, new=_asha)
+    newcomer = _trial(restored, after, "t4")
+    assert _report(after, restored, newcomer, 1, 0.62) == STOP, "below the cut of the rung's five results"
+    assert [dict(r) for _, r in after._brackets[0]._rungs][-1] == {
+        "t0": 0.6,
+        "t1": 0.5,
+        "t2": 0.7,
+        "t3": 0.4,
+        "t4": 0.62,
+    }
+    trials[0].set_status(Trial.RUNNING)
+    assert _report(after, restored, trials[0], 2, 0.3) == CONTINUE, "judged at its rung once, before the interrupt"
+    assert _report(after, restored, trials[0], 4, 0.9) == CONTINUE
+    assert after._brackets[0]._rungs[0][1] == {"t0": 0.9}
 
 
 def test_rungs_are_grace_times_reduction_powers_capped_at_max_t() -> None:
