@@ -120,9 +120,10 @@ def console_for(log_path: Path, verbose: bool = False) -> Iterator[Console]:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a search stands: trials done and running, epochs trained, the best score so far and whose."""
+    """Where a search stands: trials done (of ``total``; None: no limit but the time budget) and running, epochs
+    trained, the best score so far and whose."""
 
-    total: int
+    total: int | None
     done: int
     running: int
     epochs: int
@@ -131,7 +132,7 @@ class Progress:
     best_trial: str
 
     @classmethod
-    def of(cls, trials: Sequence[Any], total: int, metric: str, mode: str) -> Progress:
+    def of(cls, trials: Sequence[Any], total: int | None, metric: str, mode: str) -> Progress:
         """Read off Tune's trials (``status``, ``last_result``, ``metric_analysis``, ``config``)."""
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
@@ -142,12 +143,13 @@ class Progress:
             if value is not None and (best is None or (value > best if mode == "max" else value < best)):
                 recipe = (t.config or {}).get("recipe") or ""
                 best, best_trial = float(value), f"{t.trial_id}{' ' + recipe if recipe else ''}"
-        return cls(max(total, len(trials)), done, running, epochs, metric, best, best_trial)
+        return cls(None if total is None else max(total, len(trials)), done, running, epochs, metric, best, best_trial)
 
     def line(self, elapsed_s: float, budget_s: float | None) -> str:
         clock = _duration(elapsed_s) + (f", {_duration(max(budget_s - elapsed_s, 0))} left" if budget_s else "")
         best = f"best {self.metric} {self.best:.4f} ({self.best_trial})" if self.best is not None else "no result yet"
-        return f"[{clock}] trials {self.done}/{self.total} done, {self.running} running, {self.epochs} epochs | {best}"
+        done = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
+        return f"[{clock}] trials {done} done, {self.running} running, {self.epochs} epochs | {best}"
 
 
 def _duration(seconds: float) -> str:
@@ -158,7 +160,7 @@ def _duration(seconds: float) -> str:
 class ProgressCallback(Callback):
     """A Tune callback that shows :class:`Progress` on the current console; plain data, so Tune can pickle it."""
 
-    def __init__(self, total: int, metric: str, mode: str, budget_s: float | None) -> None:
+    def __init__(self, total: int | None, metric: str, mode: str, budget_s: float | None) -> None:
         self.total = total
         self.metric = metric
         self.mode = mode

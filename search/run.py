@@ -71,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", help="search space name (see spaces.list_spaces())")
     p.add_argument("--data", help="data folder: Kaggle chest_xray layout or class folders (default: bundled demo set)")
-    p.add_argument("--num-samples", type=int, help="trials to run (CPU default 20, GPU 100)")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        help="trials to run at most (default: with a time budget, as many as it allows, as on the CPU; else 100)",
+    )
     p.add_argument("--max-epochs", type=int, help="epochs a trial trains if never stopped (CPU 12, GPU 30)")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped (CPU 1, GPU 2)")
     p.add_argument(
@@ -344,7 +348,7 @@ def _search_on_ray(
 
         tuner = Tuner.restore(uri or str(resume_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
-        progress = ProgressCallback(r.num_samples, r.metric, r.mode, r.time_budget_s)
+        progress = ProgressCallback(r.trial_limit, r.metric, r.mode, r.time_budget_s)
         tuner = build_tuner(
             r, trainable, space_fn, recipes, run_dir, storage_path, callbacks=[progress, fault_guard.StorageGuard()]
         )

@@ -219,6 +219,16 @@ class ResolvedSearch:
         return {"epochs": self.max_epochs, "seed": self.seed}
 
     @property
+    def trial_limit(self) -> int | None:
+        """How many trials Tune may start: ``--num-samples`` when given; with a time budget and no ``--num-samples``,
+        None: proposals go on until the budget ends (a budgeted search that stopped at a trial count left a worker
+        idle once its cheap trials were done). ``num_samples`` stays the count the budget's cost share is planned
+        for (:attr:`epoch_share_s`)."""
+        if self.time_budget_s and self.settings.num_samples is None:
+            return None
+        return self.num_samples
+
+    @property
     def full_trainings(self) -> int:
         """How many proposals the budget must afford to train to ``max_epochs`` (``--full-trainings``; 0, the
         default, leaves only the per-trial share). Off by default: measured on the default CPU search, proposals
@@ -272,8 +282,9 @@ class ResolvedSearch:
             self.scheduler, "FIFO (no early stopping)"
         )
         budget = f", budget {self.time_budget_s:.0f}s" if self.time_budget_s else ""
+        trials = f"{self.trial_limit} trials" if self.trial_limit is not None else "trials until the budget ends"
         return (
-            f"search {self.space}: {self.num_samples} trials, up to {self.max_epochs} epochs, {stopping}, "
+            f"search {self.space}: {trials}, up to {self.max_epochs} epochs, {stopping}, "
             f"{self.resources} per trial{budget}"
         )
 

@@ -115,7 +115,7 @@ def build_tuner(
             scheduler=scheduler,
             metric=metric,
             mode=mode,
-            num_samples=r.num_samples,
+            num_samples=-1 if r.trial_limit is None else r.trial_limit,  # -1: until the time budget ends
             time_budget_s=r.time_budget_s,
             reuse_actors=REUSE_ACTORS,
         ),

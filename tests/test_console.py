@@ -37,6 +37,8 @@ def test_progress_counts_trials_and_epochs_and_names_the_best() -> None:
     assert Progress.of(trials[:1], 20, "val_balanced_acc", "max").best_trial == f"{best.trial_id} seed_tinyvgg@cpu"
     assert Progress.of(trials, 20, "val_balanced_acc", "min").best == pytest.approx(0.2), "min: lowest epoch"
     assert "no result yet" in Progress.of([], 20, "val_loss", "min").line(3, None)
+    unlimited = Progress.of(trials, None, "val_balanced_acc", "max").line(elapsed_s=75, budget_s=450)
+    assert "] trials 2 done, 1 running" in unlimited, "no trial count but the budget: no '/N'"
 
 
 def test_piped_status_lines_are_rate_limited_and_a_terminal_redraws_in_place() -> None:

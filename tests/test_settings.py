@@ -38,6 +38,17 @@ def test_a_gpu_cluster_gets_the_gpu_profile_one_gpu_a_trial_and_no_budget() -> N
     assert _resolve(cpus=16, gpus=4, profile="cpu").profile == "cpu"
 
 
+def test_a_budgeted_search_proposes_until_the_budget_ends_unless_num_samples_caps_it() -> None:
+    r = _resolve()
+    assert r.trial_limit is None, "the cpu default: trials until the 450 s budget ends"
+    assert r.num_samples == 20 and r.epoch_share_s == pytest.approx(450 * 2 / 20), "the cost share keeps its 20"
+    assert "trials until the budget ends" in r.describe()
+    assert _resolve(num_samples=20).trial_limit == 20 and "20 trials" in _resolve(num_samples=20).describe()
+    assert _resolve(time_budget_s=0).trial_limit == 20, "no budget: the profile's count"
+    assert _resolve(cpus=16, gpus=4).trial_limit == 100
+    assert _resolve(cpus=16, gpus=4, time_budget_s=3600).trial_limit is None
+
+
 def test_flags_win_over_defaults() -> None:
     r = _resolve(num_samples=3, max_epochs=2, grace_period=5, time_budget_s=0, cpus_per_trial=0.5, name="x")
     assert r.num_samples == 3 and r.max_epochs == 2
