@@ -31,4 +31,3 @@ def standardise(x: torch.Tensor, method: str) -> torch.Tensor:
     if method == "equalize":
         return TF.equalize(x)
     raise ValueError(f"intensity must be one of {', '.join(INTENSITY)}, got {method!r}")
-
