@@ -1,9 +1,11 @@
-"""Does the search beat its own seed recipes in its budget? Five arms side by side at the same wall budget and seeds.
+"""Does the search beat its own seed recipes in its budget? Seven arms side by side at the same wall budget and seeds.
 
 Arms (issue 14):
 
 - ``today``: the defaults of the issue's day, ``--scheduler asha`` (Ray's ASHA on val_auroc rungs, TPE only,
-  ``--local-share 0``, recipes queued first);
+  ``--local-share 0``, recipes queued first), capped at ``--num-samples`` trials;
+- ``default``: what ``search.run`` does with no flags but the budget's: ``today`` without the trial cap, proposing
+  until the budget ends (the default since 2026-12-07);
 - ``local``: ASHA with half the proposals after the startup trials moved around the best trial so far
   (``--local-share 0.5``, ``search.samplers``);
 - ``fair``: the new scheduler, ``--scheduler fair`` (``search.schedulers``: fair rungs, progressive top rung);
@@ -23,8 +25,8 @@ of epoch time spent on proposed configurations, and epoch time / (wall x CPUs). 
 K of N seeds where a proposal beat the recipes arm's best; X and Y the means over the seeds.
 
     python benchmarks/search_quality.py --replay RUN_DIR [RUN_DIR ...]   # seconds: recorded curves, simulated time
-    python benchmarks/search_quality.py --quick                          # real searches, 5 arms x 1 seed x 120 s
-    python benchmarks/search_quality.py --out DIR                        # real: 5 arms x 3 seeds x 450 s (~2 h)
+    python benchmarks/search_quality.py --quick                          # real searches, 7 arms x 1 seed x 120 s
+    python benchmarks/search_quality.py --out DIR                        # real: 7 arms x 3 seeds x 450 s (~3 h)
     python benchmarks/search_quality.py --summarise DIR                  # the figures of the runs kept in DIR
 
 With ``--out DIR`` a benchmark stopped half-way starts again where it was: finished runs are kept and re-read.
@@ -63,7 +65,7 @@ from runstore.trials import load_trials
 from search.schedulers import CONTINUE, PAUSE, STOP, FairRungs
 from search.settings import RUNG_SHARE
 
-ARMS = ("today", "local", "fair", "afford", "random_asha", "recipes")
+ARMS = ("today", "default", "local", "fair", "afford", "random_asha", "recipes")
 SCORE = "val_balanced_acc"  # what the search selects on (its default --metric)
 TIMING = "benchmark-timing.json"  # in each real run: when search.run started and how long it took
 
@@ -272,7 +274,9 @@ def replay_arms(args: argparse.Namespace) -> dict[str, list[ArmResult]]:
             "recipes": ("fifo", recipes),
         }
         for arm in args.arms:
-            if arm not in plan:  # "local" and "afford" choose what to propose; a replay only reorders recorded ones
+            # "local" and "afford" choose what to propose, and "default" differs from "today" in how many trials
+            # it starts: a replay only reorders the recorded ones.
+            if arm not in plan:
                 continue
             policy, order = plan[arm]
             results[arm].append(
@@ -312,20 +316,27 @@ def real_arm(arm: str, seed: int, args: argparse.Namespace, storage: Path) -> Ar
     flags += ["--weights", "local"]
     if args.data:
         flags += ["--data", args.data]
+    if arm == "default":  # search.run's own defaults for everything else
+        return _run_timed(arm, seed, args, storage, name, flags)
     if arm == "recipes":
         flags += ["--scheduler", "fifo", "--num-samples", str(len(recipes_for("cpu")))]
     else:
-        scheduler = "fair" if arm in ("fair", "afford") else "asha"
-        flags += ["--scheduler", scheduler, "--num-samples", str(args.num_samples)]
+        flags += ["--scheduler", "fair" if arm in ("fair", "afford") else "asha"]
+        if args.num_samples:  # 0: no cap, proposals until the budget ends
+            flags += ["--num-samples", str(args.num_samples)]
     if arm == "fair" and args.rung_seconds is not None:
         flags += ["--rung-seconds", str(args.rung_seconds)]
     if arm == "random_asha":
-        flags += ["--startup-trials", str(args.num_samples)]
+        flags += ["--startup-trials", str(args.num_samples or 10_000)]  # every trial a random one
     flags += ["--local-share", "0.5" if arm == "local" else "0"]
     # Every arm but `afford` keeps the per-trial cost share only, as on the day each was first measured.
     flags += ["--full-trainings", str(args.full_trainings) if arm == "afford" else "0"]
     if arm == "afford":
         flags += ["--rung-seconds", "0"]
+    return _run_timed(arm, seed, args, storage, name, flags)
+
+
+def _run_timed(arm: str, seed: int, args: argparse.Namespace, storage: Path, name: str, flags: list[str]) -> ArmResult:
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "search.run", *flags], capture_output=True, text=True)
     wall = time.time() - t0
@@ -409,7 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rung-seconds", type=float, help="fair arm: its rung unit in seconds (default: search.run's; 0 = epochs)"
     )
-    p.add_argument("--num-samples", type=int, default=20, help="real: trials per search")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=20,
+        help="real: trials per search (0: until the budget ends; `default` never caps)",
+    )
     p.add_argument(
         "--full-trainings", type=int, default=4, help="afford arm: proposals the budget must afford to train to the end"
     )
