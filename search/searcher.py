@@ -12,15 +12,22 @@ With ``max_epoch_s`` it also keeps to what the budget can afford: a proposal who
 counted as a worst result, so the *model* of a dear config (resnet18, too dear at 96 px) looked bad to TPE, not its
 image size, and a search proposed no resnet18 at all, not even at the 64 px it could afford. Recipes are never
 skipped: they are the baselines.
+
+The estimate comes from a table measured on one machine, and users' machines (or a loaded one) differ: ours ran the
+same epochs twice as slowly on one day as on another. So the table's estimate is scaled by this machine's measured
+speed: the median, over the trials that reported epochs so far (recipes included: they run first), of each trial's
+median ``epoch_seconds`` over its estimate. Until a trial reports, the table is taken as it is.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from runstore.metrics import EPOCH_SECONDS
 from runstore.ranking import LOSSES_ATTR, TIE_LOSS, counting_epoch
 from spaces.cost import estimate_epoch_s
 
@@ -45,31 +52,51 @@ def trial_outcome(
 
 class RankedOptunaSearch(OptunaSearch):
     """``OptunaSearch`` whose trials end PRUNED when stopped early and COMPLETE at their best epoch otherwise; with
-    ``max_epoch_s``, proposals estimated dearer than that per epoch are skipped (FAIL unrun, a ``skipped`` note) and
-    redrawn."""
+    ``max_epoch_s``, proposals estimated dearer than that per epoch on this machine are skipped (FAIL unrun, a
+    ``skipped`` note) and redrawn."""
 
     def __init__(self, *args: Any, max_epochs: int, max_epoch_s: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = int(max_epochs)
         self.max_epoch_s = max_epoch_s
+        self._table_s: dict[str, float] = {}  # trial id -> the cost table's epoch estimate for its config
+        self._epoch_s: dict[str, dict[int, float]] = {}  # trial id -> its measured seconds, epoch by epoch
+
+    @property
+    def speed_factor(self) -> float:
+        """This machine's epoch time over the cost table's (the median trial's median epoch); 1.0 until one reports."""
+        ratios = [statistics.median(s.values()) / self._table_s[t] for t, s in self._epoch_s.items() if s]
+        return statistics.median(ratios) if ratios else 1.0
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
+        if self.max_epoch_s is None:
+            return config
         for _ in range(MAX_REDRAWS):
-            if config is None or self.max_epoch_s is None or config.get("recipe"):
-                return config
-            estimate = estimate_epoch_s(config)
-            if estimate <= self.max_epoch_s:
-                return config
+            if config is None:
+                return None
+            table = estimate_epoch_s(config)
+            estimate = table * self.speed_factor
+            if estimate <= self.max_epoch_s or config.get("recipe"):
+                break
             from optuna.trial import TrialState
 
             skipped = self._ot_trials.pop(trial_id)
             skipped.set_user_attr(
-                "skipped", f"estimated epoch {estimate:.0f} s > budget share {self.max_epoch_s:.0f} s"
+                "skipped",
+                f"estimated epoch {estimate:.0f} s (cost table {table:.0f} s x {self.speed_factor:.2f}, this "
+                f"machine's measured speed) > budget share {self.max_epoch_s:.0f} s",
             )
             self._ot_study.tell(skipped, state=TrialState.FAIL)  # FAIL: left out of TPE's model (docstring)
             config = super().suggest(trial_id)
+        if config is not None:  # its epochs will say how fast this machine is
+            self._table_s[trial_id] = estimate_epoch_s(config)
         return config
+
+    def _record_epoch_s(self, trial_id: str, result: dict | None) -> None:
+        seconds, step = (result or {}).get(EPOCH_SECONDS), (result or {}).get("training_iteration")
+        if trial_id in self._table_s and seconds is not None and step is not None:  # a result seen twice counts once
+            self._epoch_s.setdefault(trial_id, {})[int(step)] = float(seconds)
 
     def _record_loss(self, trial_id: str, result: dict | None) -> dict[int, float]:
         """Keep the trial's validation loss per epoch in the study (a user attribute), for the ranking rule."""
@@ -85,12 +112,14 @@ class RankedOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         super().on_trial_result(trial_id, result)  # a finished trial's result: Ray warns and records nothing
+        self._record_epoch_s(trial_id, result)
         if trial_id in self._completed_trials:  # Optuna refuses to change a finished trial (its study is the record)
             return
         if self.metric != TIE_LOSS and not isinstance(self.metric, list):
             self._record_loss(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._record_epoch_s(trial_id, result)
         if trial_id in self._completed_trials or trial_id not in self._ot_trials or isinstance(self.metric, list):
             return super().on_trial_complete(trial_id, result, error)
         from optuna.trial import TrialState

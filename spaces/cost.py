@@ -4,7 +4,8 @@ times behind the cpu profile": the bundled demo set, 1,253 training and 312 vali
 The search uses it to keep proposals the CPU budget can afford (``search.searcher``): a config whose epoch would take
 longer than a fair share of the budget is not proposed. The model is a power law per model, fitted by hand to that
 table: ``seconds = base x (pixels / 64^2)^p x width^k``, x1.3 for batches of 8 or fewer (measured on resnet18); within
-~30% of every measured row. It is an estimate for ranking cost, not a promise: a loaded machine is slower everywhere.
+~30% of every measured row. It is an estimate for ranking cost, not a promise: a loaded machine is slower everywhere,
+so the search scales it by the speed it measures on its own trials (``search.searcher``).
 """
 
 from __future__ import annotations

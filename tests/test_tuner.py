@@ -187,6 +187,40 @@ def test_on_the_cpu_profile_proposals_keep_to_what_a_fair_share_of_the_budget_af
     assert "budget share 6 s" in skipped[0].user_attrs["skipped"]
 
 
+def test_what_a_proposal_may_cost_is_weighed_at_the_speed_this_machine_measured(tmp_path: Path) -> None:
+    """The cost table was measured on one machine. Where the recipes' epochs take twice the table's time, a proposal
+    must cost at most half the 12 s share by the table: one the table alone admits is skipped, and the note says why."""
+    import optuna
+
+    from spaces.cost import estimate_epoch_s
+
+    r = resolve(
+        SearchSettings(space="pneumonia3class", time_budget_s=120, num_samples=20),
+        task="pneumonia3class",
+        cluster_cpus=2,
+        cluster_gpus=0,
+    )
+    assert r.epoch_share_s == pytest.approx(12.0)
+    recipes = [recipe.config for recipe in recipes_for("cpu")]
+    generator = SearchGenerator(make_searcher(r, get_space("pneumonia3class", "cpu"), recipes, tmp_path))
+    generator.add_configurations(
+        [Experiment("t", run=_trainable, config=r.fixed, storage_path=str(tmp_path), num_samples=16)]
+    )
+    configs = []
+    for _ in range(16):
+        trial = generator.next_trial()
+        result = {"val_balanced_acc": 0.5, "training_iteration": 1, "epoch_seconds": 2 * estimate_epoch_s(trial.config)}
+        generator.on_trial_result(trial.trial_id, result)
+        generator.on_trial_complete(trial.trial_id, result)
+        configs.append(trial.config)
+    assert all(estimate_epoch_s(c) <= 6.0 for c in configs[4:]), [estimate_epoch_s(c) for c in configs[4:]]
+    study = optuna.load_study(study_name=r.name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    notes = [t.user_attrs["skipped"] for t in study.trials if "skipped" in t.user_attrs]
+    assert all("x 2.00, this machine's measured speed" in note for note in notes), notes
+    tables = [float(note.split("cost table ")[1].split(" s")[0]) for note in notes]
+    assert min(tables) <= 12.0, "no proposal the table alone would have admitted was skipped"
+
+
 def test_the_gpu_profile_and_a_search_without_budget_skip_nothing() -> None:
     gpu = resolve(SearchSettings(space="pneumonia3class"), task="pneumonia3class", cluster_cpus=8, cluster_gpus=1)
     unbounded = resolve(
