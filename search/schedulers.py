@@ -102,6 +102,7 @@ class FairRungs:
     rejected: set[str] = field(init=False, default_factory=set)  # paused trials their rung stopped
     growths: list[int] = field(init=False, default_factory=list)  # each new top rung, in order
     finishing: set[str] = field(init=False, default_factory=set)  # trials sent to max_t before the deadline
+    won: set[str] = field(init=False, default_factory=set)  # trials that passed a rung below the top among peers
     _seconds: dict[str, list[float]] = field(init=False, default_factory=dict)  # trial -> its epochs' seconds
     _epoch: dict[str, int] = field(init=False, default_factory=dict)  # trial -> its last reported epoch
     _spent: dict[str, float] = field(init=False, default_factory=dict)  # trial -> seconds trained (unit_s rungs)
@@ -158,6 +159,9 @@ class FairRungs:
         if self.top in crossed:
             self._maybe_grow()
         decision = self._decide(trial, rung)
+        below = [level for level in crossed[:-1] if level < self.top and self._cut(level) is not None]
+        if decision == CONTINUE or any(value >= self._cut(level) for level in below):
+            self.won.add(trial)  # a long epoch that passed a lower rung is judged at the highest; it won the lower
         self._settle(rung)
         if decision == PAUSE:
             self.paused[trial] = rung
@@ -188,26 +192,35 @@ class FairRungs:
         """The paused trial to train to ``max_t`` now, so that it gets there before the deadline ``remaining_s``
         seconds away, or None.
 
-        Only a trial that won every rung below the top and waits there for the top rung to grow can lead (one
-        paused for want of peers at a lower rung has won nothing yet); of those, the best at the highest rung. It
-        is sent on (to ``max_t``, no more rungs) once the time left is no more than what its remaining epochs need,
-        at its median epoch time, plus one epoch: a short search then ends with its best trial trained to the end
-        instead of exploring until the budget cuts everything. Once sent, the next leader is considered at the next
-        free worker.
+        Only a trial that won a rung below the top among enough peers and waits at the top for it to grow can lead
+        (one paused for want of peers has won nothing yet, nor has one whose long first epoch took it past the lower
+        rungs straight to the top); of those, the best at the highest rung. It is sent on (to ``max_t``, no more
+        rungs) once the time left is no more than what its remaining epochs need, at its median epoch time, plus one
+        epoch: a short search then ends with its best trial trained to the end instead of exploring until the budget
+        cuts everything. A leader that could not get within one epoch of ``max_t`` in the time left is passed over
+        for the next (on a slow machine a resnet18 needs more than the whole budget: sent, it would take a worker
+        to the end and still be cut). Once one is sent, the next leader is considered at the next free worker.
         """
-        waiting = [t for t, rung in self.paused.items() if rung >= self.top and t not in self.rejected | self.finishing]
-        if not waiting:
-            return None
-        leader = max(waiting, key=lambda t: (self.paused[t], self.results[self.paused[t]].get(t, -math.inf)))
-        seconds = self._seconds.get(leader)
-        if not seconds:
-            return None
-        epoch_s = statistics.median(seconds)
-        need = (self.max_t - self._epoch.get(leader, self.paused[leader])) * epoch_s
-        if remaining_s > need + epoch_s:
-            return None
-        self.finishing.add(leader)
-        return leader
+        waiting = [
+            t
+            for t, rung in self.paused.items()
+            if rung >= self.top and t in self.won and t not in self.rejected | self.finishing
+        ]
+        for leader in sorted(
+            waiting, key=lambda t: (self.paused[t], self.results[self.paused[t]].get(t, -math.inf)), reverse=True
+        ):
+            seconds = self._seconds.get(leader)
+            if not seconds:
+                return None
+            epoch_s = statistics.median(seconds)
+            need = (self.max_t - self._epoch.get(leader, self.paused[leader])) * epoch_s
+            if need > remaining_s + epoch_s:
+                continue  # cannot get there any more: the next leader may
+            if remaining_s > need + epoch_s:
+                return None  # not yet
+            self.finishing.add(leader)
+            return leader
+        return None
 
     def standing(self, trial: str) -> float:
         """How well a paused trial stands in the rung it waits at: the share of that rung's other results it beats
@@ -255,6 +268,7 @@ class FairRungs:
             decision = self._decide(trial, at)
             if decision == CONTINUE:
                 self.promoted.add(trial)
+                self.won.add(trial)
             elif decision == STOP:
                 del self.paused[trial]
                 self.rejected.add(trial)

@@ -437,6 +437,37 @@ def test_with_unit_s_the_deadline_plans_with_the_leaders_epochs_left_not_its_run
     assert rungs.to_finish(481.0) is None and rungs.to_finish(480.0) == "y"
 
 
+def test_with_unit_s_a_slow_first_epoch_that_lands_on_the_top_rung_has_won_nothing_and_is_not_sent() -> None:
+    """A real run on a slow day (2026-12-07): resnet18 at 67 s an epoch, 22.5 s rung units, 4 peers a rung. Its first
+    epoch took it past rung 1 (two results there, no decision) to the top rung, and with 380 s left it needed 737 s
+    to finish, so both resnet18 recipes were sent to the end and held both workers for the whole budget while new
+    trials waited. It has won no rung, and it could not finish anyway: neither is sent."""
+    rungs = FairRungs(1, 4, 12, min_peers=4, epsilon=0.0, unit_s=22.5)
+    for epoch in range(1, 8):
+        decision = rungs.on_result("tinyvgg", epoch, 0.70, 3.0)
+    assert decision == PAUSE and rungs.paused == {"tinyvgg": 1}
+    for trial in ("resnet_a", "resnet_b"):
+        assert rungs.on_result(trial, 1, 0.73, 67.0) == PAUSE and rungs.paused[trial] == 4 == rungs.top
+    assert rungs.to_finish(380.0) is None
+    assert rungs.to_finish(67.0 * 11) is None, "in time to finish, but it won nothing"
+
+
+def test_a_leader_that_cannot_reach_max_t_in_the_time_left_is_passed_over_for_one_that_can() -> None:
+    rungs = FairRungs(1, 2, 12, min_peers=4, epsilon=0.0)
+    for trial, value, seconds in (("slow", 0.90, 60.0), ("other", 0.10, 5.0), ("another", 0.20, 5.0)):
+        assert rungs.on_result(trial, 1, value, seconds) == PAUSE
+    assert rungs.on_result("quick", 1, 0.80, 5.0) == CONTINUE
+    assert rungs.won == {"slow", "quick"}, "the top half of four at rung 1"
+    rungs.on_result("slow", 2, 0.90, 60.0)
+    rungs.on_result("quick", 2, 0.80, 5.0)
+    assert rungs.paused == {"slow": 2, "quick": 2}, "both wait at the top"
+    # slow needs 10 x 60 s = 600 s; with 100 s left it cannot get within an epoch of max_t. quick needs 50 s.
+    assert rungs.to_finish(100.0) is None, "quick's time has not come yet (50 s + one epoch of slack)"
+    assert rungs.to_finish(55.0) == "quick"
+    assert rungs.to_finish(661.0) is None, "slow's time (600 s + one epoch) has not come yet"
+    assert rungs.to_finish(650.0) == "slow"
+
+
 def test_the_fair_scheduler_times_rungs_by_the_epochs_own_seconds() -> None:
     """``epoch_seconds`` (train + validate, what a resumed trial's catch-up reports carry) over Tune's time between
     reports, which includes a restore."""
